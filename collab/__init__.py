@@ -1,0 +1,7 @@
+"""collab: a Yjs-compatible collaborative-editing sync server."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

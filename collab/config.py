@@ -1,0 +1,42 @@
+"""Settings: one frozen dataclass, filled from CLI flags and ``COLLAB_*`` environment variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    #: Interface to listen on.
+    host: str = "127.0.0.1"
+    #: TCP port; 1234 is the y-websocket convention.
+    port: int = 1234
+    #: SQLite database file; created with its parent folder on first use. ``:memory:``
+    #: keeps everything in memory (nothing survives a restart).
+    db: Path | str = Path("data/collab.db")
+    #: Longest time an accepted update waits before its group commit, in seconds. Lower
+    #: means less to lose on a power cut and more transactions per second; an update is
+    #: never broadcast later because of it (fan-out does not wait for the disk).
+    commit_delay: float = 0.05
+    #: Largest websocket frame accepted, in bytes. Bigger frames close the peer with 1009.
+    max_message_size: int = 16 * 1024 * 1024
+    #: Frames queued for one peer before it counts as too slow and is closed with 4500.
+    #: Each queued frame is shared between peers, so the cost is a pointer per frame.
+    send_queue_size: int = 4096
+    #: Seconds between websocket pings; a peer that does not answer is dropped.
+    ping_interval: float = 20.0
+    #: Seconds a document with no connections stays in memory before it is unloaded.
+    idle_unload: float = 60.0
+    #: Seconds without renewal after which an awareness state expires (y-protocols: 30).
+    awareness_timeout: float = 30.0
+    #: Compact a document's log when it holds more than this many rows ...
+    compact_rows: int = 500
+    #: ... or more than this many bytes of updates.
+    compact_bytes: int = 1024 * 1024
+    #: Python logging level name.
+    log_level: str = "info"
+
+    @property
+    def db_path(self) -> str:
+        return str(self.db)

@@ -1,0 +1,97 @@
+"""Decode y-websocket frames into messages and encode messages into frames.
+
+Built on pycrdt's sync helpers (``Decoder``, ``create_*_message``) so varints are not
+re-implemented here. pycrdt's ``Decoder`` is lenient by design (a length prefix longer
+than the frame yields a short slice), so :func:`decode` checks the bounds it reports and
+turns any shortfall into :class:`RemoteProtocolError`.
+"""
+
+from __future__ import annotations
+
+from pycrdt import Decoder, create_awareness_message, write_message, write_var_uint
+from pycrdt._sync import (
+    create_sync_step1_message,
+    create_sync_step2_message,
+    create_update_message,
+)
+
+from collab.errors import RemoteProtocolError
+from collab.protocol.messages import (
+    Ack,
+    AwarenessUpdate,
+    Message,
+    MessageType,
+    QueryAwareness,
+    SyncStep1,
+    SyncStep2,
+    SyncType,
+    SyncUpdate,
+    Unknown,
+)
+
+_QUERY_AWARENESS_FRAME = write_var_uint(MessageType.QUERY_AWARENESS)
+
+
+def _read_uint(decoder: Decoder) -> int:
+    try:
+        return decoder.read_var_uint()
+    except (IndexError, RuntimeError):
+        raise RemoteProtocolError("truncated varint") from None
+
+
+def _read_bytes(decoder: Decoder) -> bytes:
+    length = _read_uint(decoder)
+    if length > decoder.length:
+        raise RemoteProtocolError(
+            f"length prefix {length} exceeds the {decoder.length} bytes left in the frame"
+        )
+    body = decoder.read_message()
+    return b"" if body is None else bytes(body)
+
+
+def decode(frame: bytes) -> Message:
+    """Decode one websocket frame.
+
+    :raises RemoteProtocolError: the frame is empty, truncated or inconsistent.
+    """
+    decoder = Decoder(frame)
+    if not frame:
+        raise RemoteProtocolError("empty frame")
+    message_type = _read_uint(decoder)
+    if message_type == MessageType.SYNC:
+        sync_type = _read_uint(decoder)
+        if sync_type == SyncType.STEP1:
+            return SyncStep1(_read_bytes(decoder))
+        if sync_type == SyncType.STEP2:
+            return SyncStep2(_read_bytes(decoder))
+        if sync_type == SyncType.UPDATE:
+            return SyncUpdate(_read_bytes(decoder))
+        raise RemoteProtocolError(f"unknown sync message type {sync_type}")
+    if message_type == MessageType.AWARENESS:
+        return AwarenessUpdate(_read_bytes(decoder))
+    if message_type == MessageType.QUERY_AWARENESS:
+        return QueryAwareness()
+    if message_type == MessageType.ACK:
+        return Ack(_read_bytes(decoder))
+    return Unknown(message_type)
+
+
+def encode(message: Message) -> bytes:
+    """Encode a message as one websocket frame.
+
+    :raises ValueError: the message is an :class:`Unknown`, which has no encoding.
+    """
+    match message:
+        case SyncUpdate(update):
+            return create_update_message(update)
+        case SyncStep1(state_vector):
+            return create_sync_step1_message(state_vector)
+        case SyncStep2(update):
+            return create_sync_step2_message(update)
+        case AwarenessUpdate(payload):
+            return create_awareness_message(payload)
+        case QueryAwareness():
+            return _QUERY_AWARENESS_FRAME
+        case Ack(state_vector):
+            return write_var_uint(MessageType.ACK) + write_message(state_vector)
+    raise ValueError(f"cannot encode {message!r}")
