@@ -18,7 +18,7 @@ class Settings:
     #: Longest time an accepted update waits before its group commit, in seconds. Lower
     #: means less to lose on a power cut and more transactions per second; an update is
     #: never broadcast later because of it (fan-out does not wait for the disk).
-    commit_delay: float = 0.05
+    commit_delay: float = 0.02
     #: Largest websocket frame accepted, in bytes. Bigger frames close the peer with 1009.
     max_message_size: int = 16 * 1024 * 1024
     #: Frames queued for one peer before it counts as too slow and is closed with 4500.

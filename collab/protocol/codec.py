@@ -40,13 +40,16 @@ def _read_uint(decoder: Decoder) -> int:
 
 
 def _read_bytes(decoder: Decoder) -> bytes:
-    length = _read_uint(decoder)
-    if length > decoder.length:
-        raise RemoteProtocolError(
-            f"length prefix {length} exceeds the {decoder.length} bytes left in the frame"
-        )
-    body = decoder.read_message()
-    return b"" if body is None else bytes(body)
+    if decoder.length <= 0:
+        raise RemoteProtocolError("frame ends before its payload")
+    try:
+        body = decoder.read_message()
+    except (IndexError, RuntimeError):
+        raise RemoteProtocolError("truncated length prefix") from None
+    if decoder.length < 0 or body is None:
+        # read_message slices past the end without complaint and counts into the negative
+        raise RemoteProtocolError("length prefix exceeds the frame")
+    return bytes(body)
 
 
 def decode(frame: bytes) -> Message:

@@ -1,0 +1,101 @@
+"""build_app(settings): wires storage, rooms and transport, and owns the lifespan.
+
+The app is plain ASGI. Under an ASGI server it starts on the ``lifespan`` startup event
+and, on shutdown, closes every peer with 1001 and commits every pending update before
+it returns. Mounted inside another ASGI app that does not forward lifespan events, wrap
+the outer app's own lifespan in ``async with app.running(): ...``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+
+from collab.config import Settings
+from collab.errors import CloseCode, CollabError
+from collab.rooms import RoomManager
+from collab.storage.sqlite import SQLiteLog
+from collab.transport.asgi import http_endpoint, websocket_endpoint
+from collab.transport.peer import WebSocketPeer
+from collab.transport.types import Receive, Scope, Send
+
+log = logging.getLogger("collab")
+
+
+class CollabApp:
+    """The collab ASGI application."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.peers: set[WebSocketPeer] = set()
+        self.ready = False
+        self.stopping = False
+        self._store: SQLiteLog | None = None
+        self._rooms: RoomManager | None = None
+
+    @property
+    def rooms(self) -> RoomManager:
+        if self._rooms is None:
+            raise CollabError("the app is not running: the ASGI server sent no lifespan startup")
+        return self._rooms
+
+    @property
+    def store(self) -> SQLiteLog:
+        if self._store is None:
+            raise CollabError("the app is not running: the ASGI server sent no lifespan startup")
+        return self._store
+
+    @asynccontextmanager
+    async def running(self) -> AsyncGenerator[CollabApp]:
+        """Open the store and the rooms; on exit close every peer and commit everything."""
+        async with SQLiteLog(self.settings.db_path, commit_delay=self.settings.commit_delay) as store:
+            async with RoomManager(store, self.settings) as rooms:
+                self._store, self._rooms = store, rooms
+                self.ready, self.stopping = True, False
+                try:
+                    yield self
+                finally:
+                    self.close_peers()
+                    self.ready = False
+            # leaving the store commits whatever the peers sent last
+        self._store = self._rooms = None
+
+    def close_peers(self) -> None:
+        """Close every connection with 1001 so clients reconnect (to this server or another)."""
+        self.stopping = True
+        for peer in list(self.peers):
+            peer.close_nowait(CloseCode.GOING_AWAY, "server is shutting down")
+
+    async def list_docs(self, limit: int) -> list[dict[str, Any]]:
+        return await self.store.list_docs(limit)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "websocket":
+            await websocket_endpoint(self, scope, receive, send)
+        elif kind == "http":
+            await http_endpoint(self, scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        async with AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(self.running())
+            except CollabError as e:
+                await send({"type": "lifespan.startup.failed", "message": str(e)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # lifespan.shutdown
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def build_app(settings: Settings | None = None) -> CollabApp:
+    """Create the collab ASGI app; nothing is opened until its lifespan starts."""
+    return CollabApp(settings or Settings())

@@ -1,0 +1,171 @@
+"""A small Python y-websocket client built on pycrdt and ``websockets``.
+
+It speaks the same protocol as the stock JS provider, so tests, scripts and bots can
+edit documents on any collab (or y-websocket) server::
+
+    async with Client("ws://127.0.0.1:1234/notes", ack=True) as client:
+        text = client.doc.get("content", type=Text)
+        text += "hello"
+        await client.wait_durable()     # the server has it on disk
+
+Local changes to ``client.doc`` are sent as they happen; remote ones are applied as they
+arrive. ``ack=True`` asks the server for durability acknowledgements (message type 100).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from anyio import AsyncContextManagerMixin
+from pycrdt import Awareness, Doc, TransactionEvent
+from websockets.asyncio.client import ClientConnection, connect
+
+from collab.protocol import (
+    Ack,
+    AwarenessUpdate,
+    Message,
+    QueryAwareness,
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+    decode,
+    encode,
+)
+
+
+def decode_state_vector(state_vector: bytes) -> dict[int, int]:
+    """Decode a Yjs v1 state vector into ``{client_id: clock}``."""
+    from pycrdt import Decoder
+
+    decoder = Decoder(state_vector)
+    return {decoder.read_var_uint(): decoder.read_var_uint() for _ in range(decoder.read_var_uint())}
+
+
+def covers(durable: dict[int, int], local: dict[int, int]) -> bool:
+    """True when everything in ``local`` is included in ``durable``."""
+    return all(durable.get(client, 0) >= clock for client, clock in local.items())
+
+
+class Client(AsyncContextManagerMixin):
+    """One connection to one document. Use as ``async with Client(url) as client``."""
+
+    def __init__(self, url: str, doc: Doc | None = None, *, ack: bool = False) -> None:
+        self.url = url + ("&" if "?" in url else "?") + "ack=1" if ack else url
+        self.doc: Doc = doc if doc is not None else Doc()
+        self.awareness = Awareness(self.doc)
+        self.durable_state: dict[int, int] = {}
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._synced = anyio.Event()
+        self._changed = anyio.Event()
+        self._outbox, self._pending = anyio.create_memory_object_stream[bytes](10_000)
+        self._applying_remote = False
+        self._ws: ClientConnection | None = None
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncGenerator[Client]:
+        async with connect(self.url, max_size=None, open_timeout=10) as ws:
+            self._ws = ws
+            doc_sub = self.doc.observe(self._on_doc_change)
+            aw_sub = self.awareness.observe(self._on_awareness_change)
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._send_loop, ws)
+                    tg.start_soon(self._receive_loop, ws, tg.cancel_scope)
+                    await ws.send(encode(SyncStep1(self.doc.get_state())))
+                    try:
+                        yield self
+                    finally:
+                        tg.cancel_scope.cancel()
+            finally:
+                self.doc.unobserve(doc_sub)
+                self.awareness.unobserve(aw_sub)
+
+    # -- waiting ---------------------------------------------------------------
+
+    async def synced(self, timeout: float = 10) -> None:
+        """Wait until the server's sync step 2 has been applied."""
+        with anyio.fail_after(timeout):
+            await self._synced.wait()
+
+    async def wait_for(self, predicate: Any, timeout: float = 10) -> None:
+        """Wait until ``predicate()`` is true, re-checking after each remote change."""
+        with anyio.fail_after(timeout):
+            while not predicate():
+                self._changed = anyio.Event()
+                await self._changed.wait()
+
+    async def wait_durable(self, timeout: float = 10) -> None:
+        """Wait until the server says everything in ``doc`` is on its disk (needs ``ack``)."""
+        await self.wait_for(lambda: covers(self.durable_state, decode_state_vector(self.doc.get_state())), timeout)
+
+    async def send_raw(self, frame: bytes) -> None:
+        assert self._ws is not None
+        await self._ws.send(frame)
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+
+    # -- plumbing --------------------------------------------------------------
+
+    def _on_doc_change(self, event: TransactionEvent) -> None:
+        if not self._applying_remote and event.update != b"\x00\x00":
+            self._outbox.send_nowait(encode(SyncUpdate(event.update)))
+
+    def _on_awareness_change(self, topic: str, event: tuple[dict[str, Any], Any]) -> None:
+        changes, origin = event
+        if topic == "update" and origin == "local":
+            ids = changes["added"] + changes["updated"] + changes["removed"]
+            self._outbox.send_nowait(encode(AwarenessUpdate(self.awareness.encode_awareness_update(ids))))
+
+    async def _send_loop(self, ws: ClientConnection) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            async for frame in self._pending:
+                await ws.send(frame)
+        except ConnectionClosed:
+            pass  # the receive loop records why
+
+    async def _receive_loop(self, ws: ClientConnection, scope: anyio.CancelScope) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            async for frame in ws:
+                if isinstance(frame, str):
+                    continue
+                self._handle(decode(frame))
+                self._changed.set()
+        except ConnectionClosed:
+            pass
+        if ws.close_code is not None:
+            self.close_code, self.close_reason = ws.close_code, ws.close_reason or ""
+        self._changed.set()
+
+    def _apply_remote(self, update: bytes) -> None:
+        self._applying_remote = True
+        try:
+            self.doc.apply_update(update)
+        finally:
+            self._applying_remote = False
+
+    def _handle(self, message: Message) -> None:
+        match message:
+            case SyncStep1(state_vector):
+                self._outbox.send_nowait(encode(SyncStep2(self.doc.get_update(state_vector))))
+            case SyncStep2(update):
+                self._apply_remote(update)
+                self._synced.set()
+            case SyncUpdate(update):
+                self._apply_remote(update)
+            case AwarenessUpdate(payload):
+                self.awareness.apply_awareness_update(payload, "remote")
+            case QueryAwareness():
+                ids = list(self.awareness.states)
+                self._outbox.send_nowait(encode(AwarenessUpdate(self.awareness.encode_awareness_update(ids))))
+            case Ack(state_vector):
+                self.durable_state = decode_state_vector(state_vector)

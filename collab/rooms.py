@@ -1,0 +1,332 @@
+"""Rooms: one shared pycrdt ``Doc`` per open document, its awareness, and its peers.
+
+Theory of operation
+-------------------
+A :class:`Room` is pure state: no tasks, no I/O. A peer joins (it is sent the room's
+sync step 1 and the current awareness states), then every message it sends goes through
+:meth:`Room.receive`, which changes the room and returns the replies meant for that peer
+alone; anything meant for the other peers is handed to their ``send_nowait`` right away,
+encoded once for all of them.
+
+An update is applied to the shared doc first and only then appended to the store and
+fanned out: an update pycrdt cannot apply never reaches the doc, the disk or another
+peer. Fan-out never waits on the store.
+
+The :class:`RoomManager` owns the rooms: it loads each document exactly once however many
+peers arrive together (single-flight), never hands out a room before its load finished
+(serving an empty doc while it loads is the data-loss bug of y-websocket#81 and
+hocuspocus#821), expires stale awareness states, and unloads rooms that stayed empty for
+``idle_unload`` seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import anyio
+from anyio import AsyncContextManagerMixin
+from pycrdt import Awareness, Doc, merge_updates
+
+from collab.config import Settings
+from collab.errors import CloseCode, InvalidUpdateError, RemoteProtocolError, StoreError
+from collab.protocol import (
+    Ack,
+    AwarenessUpdate,
+    Message,
+    QueryAwareness,
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+    Unknown,
+    encode,
+)
+from collab.storage.base import UpdateLog
+
+log = logging.getLogger("collab.rooms")
+
+#: The empty update (no structs, no deletions) some clients send; nothing to apply or store.
+EMPTY_UPDATE = b"\x00\x00"
+
+
+class Peer(Protocol):
+    """One websocket connection, as a room sees it."""
+
+    #: The peer asked for durability acknowledgements (``?ack=1``).
+    wants_ack: bool
+
+    def send_nowait(self, frame: bytes) -> None:
+        """Queue a frame; a peer whose queue is full closes itself (code 4500)."""
+        ...
+
+
+def _is_panic(error: BaseException) -> bool:
+    # pyo3 turns a Rust panic into PanicException, a BaseException subclass that cannot be
+    # imported by name. An update that makes yrs panic is invalid input like any other.
+    return type(error).__name__ == "PanicException"
+
+
+def apply_update(doc: Doc, update: bytes) -> None:
+    """Apply ``update`` to ``doc``, or leave ``doc`` untouched and raise.
+
+    yrs decodes the whole update before it integrates anything, so a failed decode
+    changes nothing.
+
+    :raises InvalidUpdateError: pycrdt cannot decode or apply the update.
+    """
+    try:
+        doc.apply_update(update)
+    except ValueError as e:
+        raise InvalidUpdateError(f"invalid update: {e}") from None
+    except BaseException as e:
+        if _is_panic(e):
+            raise InvalidUpdateError(f"invalid update: {e}") from None
+        raise
+
+
+def encode_awareness(awareness: Awareness, client_ids: Iterable[int]) -> bytes:
+    """Encode the states of ``client_ids`` as an awareness update.
+
+    pycrdt's ``encode_awareness_update`` length-prefixes the JSON with its length in
+    characters where y-protocols expects UTF-8 bytes; it is safe only because
+    ``json.dumps`` escapes every non-ASCII character by default, which keeps the two
+    lengths equal. tests/protocol/test_awareness.py pins that.
+    """
+    return awareness.encode_awareness_update(list(client_ids))
+
+
+class Room:
+    """One open document: its doc, awareness and peers."""
+
+    def __init__(self, name: str, doc: Doc, store: UpdateLog, *, epoch: int = 0) -> None:
+        self.name = name
+        self.doc = doc
+        self.epoch = epoch
+        self.store = store
+        self.awareness = Awareness(doc)
+        self.awareness.set_local_state(None)  # the server itself has no presence
+        self.awareness.observe(self._on_awareness_change)
+        #: Each peer, with the awareness client ids it controls.
+        self.peers: dict[Peer, set[int]] = {}
+        #: When the room last became empty (monotonic seconds), or None while it has peers.
+        self.empty_since: float | None = time.monotonic()
+        # Durability acknowledgements, kept only while some peer asked for them.
+        self._last_ticket = 0
+        self._ack_peers: set[Peer] = set()
+        self._unacked: deque[tuple[int, bytes]] = deque()  # (ticket, state vector then)
+
+    # -- peers -----------------------------------------------------------------
+
+    def join(self, peer: Peer) -> list[bytes]:
+        """Add a peer; return the frames it must be sent first."""
+        self.peers[peer] = set()
+        self.empty_since = None
+        frames = [encode(SyncStep1(self.doc.get_state()))]
+        if self.awareness.states:
+            frames.append(encode(AwarenessUpdate(encode_awareness(self.awareness, self.awareness.states))))
+        if peer.wants_ack:
+            self._ack_peers.add(peer)
+            if self.store.durable_ticket >= self._last_ticket:
+                frames.append(encode(Ack(self.doc.get_state())))
+            else:
+                self._unacked.append((self._last_ticket, self.doc.get_state()))
+        return frames
+
+    def leave(self, peer: Peer) -> None:
+        """Remove a peer and, at once, the awareness states it controlled."""
+        client_ids = self.peers.pop(peer, set())
+        self._ack_peers.discard(peer)
+        if not self._ack_peers:
+            self._unacked.clear()
+        if client_ids:
+            self.awareness.remove_awareness_states(list(client_ids), origin=None)
+        if not self.peers:
+            self.empty_since = time.monotonic()
+
+    # -- messages --------------------------------------------------------------
+
+    def receive(self, peer: Peer, message: Message) -> list[bytes]:
+        """Handle one message from ``peer``; return the frames to send back to it.
+
+        :raises RemoteProtocolError: the message is invalid; the peer must be closed and
+            the room is unchanged.
+        """
+        match message:
+            case SyncUpdate(update) | SyncStep2(update):
+                self._apply(peer, update)
+                return []
+            case SyncStep1(state_vector):
+                try:
+                    missing = self.doc.get_update(state_vector)
+                except ValueError as e:
+                    raise RemoteProtocolError(f"invalid state vector: {e}") from None
+                return [encode(SyncStep2(missing))]
+            case AwarenessUpdate(payload):
+                self._apply_awareness(peer, payload)
+                return []
+            case QueryAwareness():
+                if not self.awareness.states:
+                    return []
+                return [encode(AwarenessUpdate(encode_awareness(self.awareness, self.awareness.states)))]
+            case Ack() | Unknown():
+                return []  # y-protocols: ignore message types you do not handle
+        raise AssertionError(f"unhandled message {message!r}")
+
+    def _apply(self, sender: Peer, update: bytes) -> None:
+        if update == EMPTY_UPDATE:
+            return
+        apply_update(self.doc, update)
+        self._last_ticket = self.store.append_nowait(self.name, update)
+        if self._ack_peers:
+            self._unacked.append((self._last_ticket, self.doc.get_state()))
+        self.broadcast(encode(SyncUpdate(update)), exclude=sender)
+
+    def broadcast(self, frame: bytes, exclude: Peer | None = None) -> None:
+        for peer in list(self.peers):
+            if peer is not exclude:
+                peer.send_nowait(frame)
+
+    # -- awareness -------------------------------------------------------------
+
+    def _apply_awareness(self, peer: Peer, payload: bytes) -> None:
+        try:
+            self.awareness.apply_awareness_update(payload, origin=peer)
+        except (IndexError, RuntimeError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RemoteProtocolError(f"malformed awareness update: {e}") from None
+
+    def _on_awareness_change(self, topic: str, event: tuple[dict[str, Any], Any]) -> None:
+        if topic != "update":
+            return
+        changes, origin = event
+        added, updated, removed = changes["added"], changes["updated"], changes["removed"]
+        controlled = self.peers.get(origin) if origin is not None else None
+        if controlled is not None:
+            controlled.update(added, updated)
+            controlled.difference_update(removed)
+        # Relayed to every peer, the sender included: a client alone in a room must still
+        # hear its own renewals, or y-websocket closes the connection after 30 s of silence.
+        frame = encode(AwarenessUpdate(encode_awareness(self.awareness, added + updated + removed)))
+        self.broadcast(frame)
+
+    def expire_awareness(self, now_ms: int, timeout_ms: int) -> None:
+        """Remove awareness states not renewed for ``timeout_ms`` (y-protocols: 30 s)."""
+        stale = [
+            client_id
+            for client_id, meta in self.awareness.meta.items()
+            if client_id in self.awareness.states and now_ms - meta["lastUpdated"] >= timeout_ms
+        ]
+        if stale:
+            for client_ids in self.peers.values():
+                client_ids.difference_update(stale)
+            self.awareness.remove_awareness_states(stale, origin="timeout")
+
+    # -- durability acknowledgements --------------------------------------------
+
+    @property
+    def awaits_ack(self) -> bool:
+        return bool(self._unacked)
+
+    def on_commit(self, durable_ticket: int) -> None:
+        """The store committed every update up to ``durable_ticket``: tell ack peers."""
+        state_vector = None
+        while self._unacked and self._unacked[0][0] <= durable_ticket:
+            _, state_vector = self._unacked.popleft()
+        if state_vector is not None:
+            frame = encode(Ack(state_vector))
+            for peer in list(self._ack_peers):
+                peer.send_nowait(frame)
+
+
+def build_doc(name: str, updates: list[bytes]) -> Doc:
+    """Rebuild a document from its stored log.
+
+    :raises StoreError: a stored update cannot be applied (``collab check`` finds these).
+    """
+    doc: Doc = Doc()
+    if not updates:
+        return doc
+    try:
+        apply_update(doc, updates[0] if len(updates) == 1 else merge_updates(*updates))
+    except (InvalidUpdateError, ValueError) as e:
+        raise StoreError(f"document {name!r} has a stored update that cannot be applied: {e}") from e
+    return doc
+
+
+class RoomManager(AsyncContextManagerMixin):
+    """Owns every open room; loads, expires and unloads them."""
+
+    def __init__(self, store: UpdateLog, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.rooms: dict[str, Room] = {}
+        self._loading: dict[str, anyio.Event] = {}
+        store.on_commit(self._on_commit)
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncGenerator[RoomManager]:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._sweep)
+            try:
+                yield self
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def open(self, name: str) -> Room:
+        """Return the room for ``name``, loading it from the store if needed.
+
+        :raises StoreError: the document could not be loaded.
+        """
+        while True:
+            room = self.rooms.get(name)
+            if room is not None:
+                return room
+            loading = self._loading.get(name)
+            if loading is not None:
+                await loading.wait()
+                continue  # loaded by another peer, or failed: then this one tries again
+            loading = self._loading[name] = anyio.Event()
+            try:
+                stored = await self.store.load(name)
+                doc = build_doc(name, stored.updates)
+                room = self.rooms[name] = Room(name, doc, self.store, epoch=stored.epoch)
+                log.debug("loaded %r from %d stored updates", name, len(stored.updates))
+                return room
+            finally:
+                del self._loading[name]
+                loading.set()
+
+    def _on_commit(self, durable_ticket: int) -> None:
+        for room in self.rooms.values():
+            if room.awaits_ack:
+                room.on_commit(durable_ticket)
+
+    async def _sweep(self) -> None:
+        interval = min(3.0, self.settings.awareness_timeout / 10, self.settings.idle_unload / 2)
+        timeout_ms = int(self.settings.awareness_timeout * 1000)
+        while True:
+            await anyio.sleep(max(interval, 0.05))
+            self.sweep(time.monotonic(), int(time.time() * 1000), timeout_ms)
+
+    def sweep(self, now: float, now_ms: int, timeout_ms: int) -> None:
+        """Expire stale awareness states and unload rooms empty for ``idle_unload`` s."""
+        for name, room in list(self.rooms.items()):
+            if room.empty_since is not None:
+                if now - room.empty_since >= self.settings.idle_unload:
+                    # Every update is already queued in the store, and a reload waits
+                    # for the queue, so dropping the doc loses nothing.
+                    del self.rooms[name]
+                    log.debug("unloaded idle room %r", name)
+            else:
+                room.expire_awareness(now_ms, timeout_ms)
+
+    def close_all(self) -> None:
+        """Forget every room (used at shutdown after the peers are closed)."""
+        self.rooms.clear()
+
+
+__all__ = ["CloseCode", "Peer", "Room", "RoomManager", "apply_update", "build_doc"]

@@ -1,0 +1,1 @@
+"""Everything that sees ASGI messages: the websocket peer, the HTTP routes."""
