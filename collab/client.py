@@ -73,14 +73,21 @@ class Client(AsyncContextManagerMixin):
             aw_sub = self.awareness.observe(self._on_awareness_change)
             try:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._send_loop, ws)
-                    tg.start_soon(self._receive_loop, ws, tg.cancel_scope)
+                    sent_all = anyio.Event()
+                    tg.start_soon(self._send_loop, ws, sent_all)
+                    tg.start_soon(self._receive_loop, ws)
                     await ws.send(encode(SyncStep1(self.doc.get_state())))
                     try:
                         yield self
                     finally:
+                        # Hand every queued local change to the socket before closing.
+                        self._outbox.close()
+                        with anyio.move_on_after(5, shield=True):
+                            await sent_all.wait()
                         tg.cancel_scope.cancel()
             finally:
+                self._outbox.close()
+                self._pending.close()
                 self.doc.unobserve(doc_sub)
                 self.awareness.unobserve(aw_sub)
 
@@ -114,15 +121,21 @@ class Client(AsyncContextManagerMixin):
 
     def _on_doc_change(self, event: TransactionEvent) -> None:
         if not self._applying_remote and event.update != b"\x00\x00":
-            self._outbox.send_nowait(encode(SyncUpdate(event.update)))
+            self._queue(encode(SyncUpdate(event.update)))
+
+    def _queue(self, frame: bytes) -> None:
+        try:
+            self._outbox.send_nowait(frame)
+        except anyio.ClosedResourceError:
+            pass  # offline: the doc keeps the change; sync step 2 sends it on reconnect
 
     def _on_awareness_change(self, topic: str, event: tuple[dict[str, Any], Any]) -> None:
         changes, origin = event
         if topic == "update" and origin == "local":
             ids = changes["added"] + changes["updated"] + changes["removed"]
-            self._outbox.send_nowait(encode(AwarenessUpdate(self.awareness.encode_awareness_update(ids))))
+            self._queue(encode(AwarenessUpdate(self.awareness.encode_awareness_update(ids))))
 
-    async def _send_loop(self, ws: ClientConnection) -> None:
+    async def _send_loop(self, ws: ClientConnection, sent_all: anyio.Event) -> None:
         from websockets.exceptions import ConnectionClosed
 
         try:
@@ -130,8 +143,10 @@ class Client(AsyncContextManagerMixin):
                 await ws.send(frame)
         except ConnectionClosed:
             pass  # the receive loop records why
+        finally:
+            sent_all.set()
 
-    async def _receive_loop(self, ws: ClientConnection, scope: anyio.CancelScope) -> None:
+    async def _receive_loop(self, ws: ClientConnection) -> None:
         from websockets.exceptions import ConnectionClosed
 
         try:
@@ -156,7 +171,7 @@ class Client(AsyncContextManagerMixin):
     def _handle(self, message: Message) -> None:
         match message:
             case SyncStep1(state_vector):
-                self._outbox.send_nowait(encode(SyncStep2(self.doc.get_update(state_vector))))
+                self._queue(encode(SyncStep2(self.doc.get_update(state_vector))))
             case SyncStep2(update):
                 self._apply_remote(update)
                 self._synced.set()
@@ -166,6 +181,6 @@ class Client(AsyncContextManagerMixin):
                 self.awareness.apply_awareness_update(payload, "remote")
             case QueryAwareness():
                 ids = list(self.awareness.states)
-                self._outbox.send_nowait(encode(AwarenessUpdate(self.awareness.encode_awareness_update(ids))))
+                self._queue(encode(AwarenessUpdate(self.awareness.encode_awareness_update(ids))))
             case Ack(state_vector):
                 self.durable_state = decode_state_vector(state_vector)

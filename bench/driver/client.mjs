@@ -67,6 +67,14 @@ export class Client {
       encoding.writeVarString(e, room)
       this._prefix = encoding.toUint8Array(e)
     }
+    /** Handles one incoming frame; the driver may swap in a queueing version. */
+    this._receiveFrame = (bytes) => {
+      try {
+        this._receive(bytes)
+      } catch (err) {
+        this.onError(`${this.room}: bad frame: ${err && err.stack ? err.stack : err}`)
+      }
+    }
     this.doc.on('update', (update, origin) => {
       if (origin !== this) this._sendUpdate(update)
     })
@@ -147,11 +155,7 @@ export class Client {
         }
       })
       ws.on('message', (data) => {
-        try {
-          this._receive(new Uint8Array(data.buffer, data.byteOffset, data.byteLength))
-        } catch (err) {
-          this.onError(`${this.room}: bad frame: ${err && err.stack ? err.stack : err}`)
-        }
+        this._receiveFrame(new Uint8Array(data.buffer, data.byteOffset, data.byteLength))
       })
       ws.on('error', (err) => {
         if (!done) finish(err)

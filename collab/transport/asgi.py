@@ -131,6 +131,7 @@ async def websocket_endpoint(app: CollabApp, scope: Scope, receive: Receive, sen
     finally:
         room.leave(peer)
         app.peers.discard(peer)
+        peer.close_streams()
     if not disconnected:
         with anyio.CancelScope(shield=True):
             code = peer.close_code if peer.close_code is not None else CloseCode.NORMAL

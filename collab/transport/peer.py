@@ -47,6 +47,10 @@ class WebSocketPeer:
         if self._cancel_scope is not None:
             self._cancel_scope.cancel()
 
+    def close_streams(self) -> None:
+        self._outbox.close()
+        self._inbox.close()
+
     def attach(self, cancel_scope: anyio.CancelScope) -> None:
         self._cancel_scope = cancel_scope
         if self.close_code is not None:

@@ -6,6 +6,7 @@ went through the server.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 from urllib.parse import quote
 
@@ -15,13 +16,13 @@ from playwright.async_api import Browser, expect
 from pycrdt import Text
 
 from collab.client import Client
-from tests.browser.conftest import ARTIFACTS, REPO, SOON, OpenTab, save_side_by_side
+from tests.browser.tabs import ARTIFACTS, REPO, SOON, OpenTab, save_side_by_side
 
 pytestmark = pytest.mark.browser
 
 
 def ws_url(server: Any, name: str) -> str:
-    return server.ws_url + "/" + quote(name, safe="/")
+    return f"{server.ws_url}/{quote(name, safe='/')}"
 
 
 async def server_text(server: Any, name: str) -> str:
@@ -59,7 +60,8 @@ async def test_two_tabs_typing_at_once_end_with_the_same_text(
     await expect(a.page.locator(".cm-ySelectionInfo")).to_have_text("Grace", timeout=SOON)
     await expect(b.page.locator(".cm-ySelectionInfo")).to_have_text("Ada", timeout=SOON)
     await save_side_by_side(browser, [a, b], ARTIFACTS / "two-tabs.png")
-    await save_side_by_side(browser, [a, b], REPO / "docs" / "two-tabs.png")
+    if os.environ.get("COLLAB_UPDATE_SCREENSHOT"):  # refresh the README's picture on demand
+        await save_side_by_side(browser, [a, b], REPO / "docs" / "two-tabs.png")
 
 
 async def test_remote_caret_carries_name_and_colour_and_leaves_with_the_tab(
@@ -164,9 +166,7 @@ async def test_an_edit_from_a_python_client_appears_in_the_page(
     await a.wait_state("saved", "saved")
 
 
-async def test_picker_lists_documents_and_opens_one_by_name(
-    open_tab: OpenTab, server: Any
-) -> None:
+async def test_picker_lists_documents_and_opens_one_by_name(open_tab: OpenTab, server: Any) -> None:
     async with Client(ws_url(server, "existing doc"), ack=True) as client:
         await client.synced()
         client.doc.get("content", type=Text).insert(0, "hi")

@@ -5,10 +5,11 @@ import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import { IndexeddbPersistence } from 'y-indexeddb'
 import { removeAwarenessStates } from 'y-protocols/awareness'
-import { yCollab, yUndoManagerKeymap } from 'y-codemirror.next'
+import { yCollab, yRemoteSelections, yUndoManagerKeymap } from 'y-codemirror.next'
 import { EditorState } from '@codemirror/state'
 import {
-  EditorView, keymap, drawSelection, highlightActiveLine, highlightSpecialChars, placeholder
+  EditorView, ViewPlugin, keymap, drawSelection, highlightActiveLine, highlightSpecialChars,
+  placeholder
 } from '@codemirror/view'
 import { defaultKeymap, indentWithTab } from '@codemirror/commands'
 import { markdown } from '@codemirror/lang-markdown'
@@ -154,6 +155,27 @@ const remoteCaretTheme = EditorView.theme({
   }
 })
 
+// y-codemirror.next 0.3.6 compares caret widgets by colour alone, so CodeMirror keeps the old
+// label when someone changes only their name. Its widget class is not exported: teach it,
+// from the first instance we meet, to compare names too.
+const caretRenames = ViewPlugin.define((view) => ({
+  update () {
+    const remote = view.plugin(yRemoteSelections)
+    if (!remote || caretRenames.patched) return
+    for (const iter = remote.decorations.iter(); iter.value; iter.next()) {
+      const widget = iter.value.spec.widget
+      if (widget && 'name' in widget && 'color' in widget) {
+        const proto = Object.getPrototypeOf(widget)
+        proto.eq = proto.compare = function (other) {
+          return other.color === this.color && other.name === this.name
+        }
+        caretRenames.patched = true
+        return
+      }
+    }
+  }
+}))
+
 const undoManager = new Y.UndoManager(text)
 const view = new EditorView({
   parent: $('editor'),
@@ -169,7 +191,8 @@ const view = new EditorView({
       placeholder('Start typing. Everyone on this page sees it live.'),
       keymap.of([...yUndoManagerKeymap, ...defaultKeymap, indentWithTab]),
       yCollab(text, awareness, { undoManager }),
-      remoteCaretTheme
+      remoteCaretTheme,
+      caretRenames
     ]
   })
 })

@@ -6,8 +6,8 @@
 // the document. Hashed assets never change, so they are served from the cache. Everything
 // else (`/api/*`, websockets) is left alone.
 
-const VERSION = "075e311ed98d250a"
-const PRECACHE = ["/","/assets/editor-BRE26XDV.css","/assets/editor-Y3N5DIZQ.js","/assets/picker-FSLLXIOD.js","/assets/picker-R4YPLGIF.css","/d/"]
+const VERSION = "a7f8f95e2f08d7e8"
+const PRECACHE = ["/","/assets/editor-BRE26XDV.css","/assets/editor-ISTVMLRI.js","/assets/picker-FSLLXIOD.js","/assets/picker-R4YPLGIF.css","/d/"]
 const CACHE = 'collab-' + VERSION
 
 self.addEventListener('install', (event) => {

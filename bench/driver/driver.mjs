@@ -1,0 +1,471 @@
+// Benchmark driver: runs one scenario against one running server and prints one JSON line.
+//
+//   node driver.mjs '{"scenario": "fanout", "url": "ws://127.0.0.1:1234", "protocol": "yws", ...}'
+//
+// bench/run.py starts the servers and calls this once per scenario and run. Every loop here is
+// bounded in count and in time; a hard deadline ends the process with an error result.
+// A "delivery" is one edit observed by one receiving client. Latency is measured from just
+// before the writer's insert to the moment the receiver's socket frame was read (frames are
+// stamped on arrival and applied afterwards, so applying 63 updates in a row does not count
+// against the last receiver). Every client applies every update to its own Y.Doc, and final
+// texts are compared, so a lost or corrupted update is an error, not a silent speedup.
+import { Client, connectAll, clockOf } from './client.mjs'
+import { sample, driverCpuS, dirBytes } from './proc.mjs'
+import { loadTrace, expectedText } from './trace.mjs'
+
+const cfg = JSON.parse(process.argv[2])
+const clkTck = cfg.clk_tck ?? 100
+const errors = []
+const onError = (msg) => {
+  if (errors.length < 100) errors.push(msg)
+  if (errors.length <= 5) console.error(`driver: ${msg}`)
+}
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+const now = () => performance.now()
+const srv = () => sample(cfg.server_pid, clkTck)
+const live = []
+
+function newClient (room, opts = {}) {
+  const c = new Client({ url: cfg.url, protocol: cfg.protocol, room, onError, ...opts })
+  live.push(c)
+  return c
+}
+
+// Frames are stamped when read and applied in a setImmediate batch (see the header).
+const inbox = []
+let draining = false
+function drainInbox () {
+  draining = false
+  for (let i = 0; i < inbox.length; i++) {
+    const [client, t, bytes] = inbox[i]
+    client.arrival = t
+    client.receiveNow(bytes)
+  }
+  inbox.length = 0
+}
+function deferReceive (client) {
+  client.receiveNow = client._receiveFrame
+  client._receiveFrame = (bytes) => {
+    inbox.push([client, now(), bytes])
+    if (!draining) {
+      draining = true
+      setImmediate(drainInbox)
+    }
+  }
+}
+
+function percentiles (values) {
+  if (values.length === 0) return { n: 0, p50: null, p99: null, max: null, mean: null }
+  const a = Float64Array.from(values).sort()
+  const at = (q) => a[Math.min(a.length - 1, Math.floor(q * a.length))]
+  let sum = 0
+  for (const v of a) sum += v
+  const r = (x) => Math.round(x * 1000) / 1000
+  return { n: a.length, p50: r(at(0.5)), p99: r(at(0.99)), max: r(a[a.length - 1]), mean: r(sum / a.length) }
+}
+
+function cpuWindow (s0, s1, d0, d1) {
+  const wall = (s1.t - s0.t) / 1000
+  const cpu = s1.cpuS - s0.cpuS
+  return {
+    wall_s: round(wall, 3),
+    server_cpu_s: round(cpu, 3),
+    server_cpu_pct: round((100 * cpu) / wall, 1),
+    driver_cpu_pct: round((100 * (d1 - d0)) / wall, 1),
+    server_rss_kib: s1.rssKiB
+  }
+}
+const round = (x, n) => Math.round(x * 10 ** n) / 10 ** n
+
+/** Wait until `cond()` holds, checking every `everyMs`, for at most `timeoutMs`. */
+async function waitFor (cond, timeoutMs, everyMs = 5) {
+  const deadline = now() + timeoutMs
+  while (!cond()) {
+    if (now() > deadline) return false
+    await sleep(everyMs)
+  }
+  return true
+}
+
+function checkSameText (clients, label) {
+  const want = clients[0].text.toString()
+  for (const c of clients) {
+    if (c.text.toString() !== want) onError(`${label}: ${c.room} client ${c.doc.clientID} text differs from its room's writer`)
+  }
+}
+
+// Scenario 1: one room, one writer inserting a timestamped string every interval_ms.
+async function fanout () {
+  const n = cfg.clients
+  const intervalMs = cfg.interval_ms ?? 10
+  const durationMs = cfg.duration_ms ?? 10000
+  const room = `${cfg.room_prefix ?? ''}fanout-${n}`
+  const clients = Array.from({ length: n }, () => newClient(room))
+  clients.forEach(deferReceive)
+  const tc0 = now()
+  await connectAll(clients, { concurrency: 16, timeoutMs: cfg.connect_timeout_ms ?? 30000 })
+  const connectS = (now() - tc0) / 1000
+  await sleep(cfg.settle_ms ?? 300)
+
+  const writer = clients[0]
+  const wid = writer.doc.clientID
+  const receivers = clients.slice(1)
+  const sends = [] // per insert: [clock after it, send time]
+  const lat = []
+  const next = new Int32Array(receivers.length)
+  receivers.forEach((r, i) => {
+    r.onRemote = () => {
+      const clock = clockOf(r.doc, wid)
+      while (next[i] < sends.length && sends[next[i]][0] <= clock) {
+        lat.push(r.arrival - sends[next[i]][1])
+        next[i]++
+      }
+    }
+  })
+
+  const count = Math.floor(durationMs / intervalMs)
+  const s0 = srv()
+  const d0 = driverCpuS()
+  const t0 = now()
+  for (let k = 0; k < count; k++) {
+    const wait = t0 + k * intervalMs - now()
+    if (wait >= 1) await sleep(wait)
+    const s = `${k}:${Date.now()};`
+    sends.push([clockOf(writer.doc, wid) + s.length, now()])
+    writer.text.insert(writer.text.length, s)
+  }
+  const expected = count * receivers.length
+  await waitFor(() => lat.length >= expected, cfg.drain_ms ?? 10000)
+  const s1 = srv()
+  const d1 = driverCpuS()
+  checkSameText(clients, 'fanout')
+  return {
+    clients: n,
+    inserts: count,
+    deliveries: lat.length,
+    expected_deliveries: expected,
+    missed: expected - lat.length,
+    connect_s: round(connectS, 3),
+    latency_ms: percentiles(lat),
+    ...cpuWindow(s0, s1, d0, d1)
+  }
+}
+
+// Scenario 2 (and 6): rooms x clients, every client a writer keeping `window` inserts in flight.
+async function throughput () {
+  const nRooms = cfg.rooms ?? 20
+  const perRoom = cfg.clients_per_room ?? 5
+  const windowSize = cfg.window ?? 8
+  const durationMs = cfg.duration_ms ?? 10000
+  const rooms = []
+  const all = []
+  for (let r = 0; r < nRooms; r++) {
+    const members = Array.from({ length: perRoom }, () => newClient(`${cfg.room_prefix ?? ''}tp-${r}`))
+    rooms.push(members)
+    all.push(...members)
+  }
+  all.forEach(deferReceive)
+  const tc0 = now()
+  await connectAll(all, { concurrency: 50, timeoutMs: cfg.connect_timeout_ms ?? 30000 })
+  const connectS = (now() - tc0) / 1000
+  await sleep(cfg.settle_ms ?? 300)
+
+  let stopped = false
+  let delivered = 0
+  let deliveredInWindow = 0
+  let expected = 0
+  const lat = []
+  let tEnd = Infinity
+  for (const members of rooms) {
+    // w.sends: [clock after insert, send time]; w.ptr[j]: inserts of w seen by members[j]
+    for (const w of members) {
+      w.sends = []
+      w.completed = 0
+      w.ptr = new Int32Array(perRoom)
+      w.refill = () => {
+        while (!stopped && w.sends.length - w.completed < windowSize) {
+          const s = `${w.doc.clientID % 1000}.${w.sends.length} `
+          w.sends.push([clockOf(w.doc, w.doc.clientID) + s.length, now()])
+          expected += perRoom - 1
+          w.text.insert(w.text.length, s)
+        }
+      }
+    }
+    members.forEach((r, j) => {
+      r.onRemote = () => {
+        const t = r.arrival
+        for (const w of members) {
+          if (w === r) continue
+          const clock = clockOf(r.doc, w.doc.clientID)
+          let p = w.ptr[j]
+          if (p >= w.sends.length || w.sends[p][0] > clock) continue
+          while (p < w.sends.length && w.sends[p][0] <= clock) {
+            lat.push(t - w.sends[p][1])
+            p++
+            delivered++
+            if (t <= tEnd) deliveredInWindow++
+          }
+          w.ptr[j] = p
+          let min = Infinity
+          for (let k = 0; k < perRoom; k++) if (members[k] !== w && w.ptr[k] < min) min = w.ptr[k]
+          if (min > w.completed) {
+            w.completed = min
+            w.refill()
+          }
+        }
+      }
+    })
+  }
+
+  const s0 = srv()
+  const d0 = driverCpuS()
+  const t0 = now()
+  tEnd = t0 + durationMs
+  for (const w of all) w.refill()
+  await sleep(durationMs)
+  const s1 = srv()
+  const d1 = driverCpuS()
+  stopped = true
+  const drained = await waitFor(() => delivered >= expected, cfg.drain_ms ?? 15000)
+  if (!drained) onError(`throughput: ${expected - delivered} deliveries still missing after the drain`)
+  for (const members of rooms) checkSameText(members, 'throughput')
+  const win = cpuWindow(s0, s1, d0, d1)
+  const inserts = all.reduce((a, w) => a + w.sends.length, 0)
+  return {
+    rooms: nRooms,
+    clients_per_room: perRoom,
+    window: windowSize,
+    inserts,
+    deliveries: delivered,
+    expected_deliveries: expected,
+    missed: expected - delivered,
+    deliveries_in_window: deliveredInWindow,
+    deliveries_per_s: Math.round(deliveredInWindow / win.wall_s),
+    deliveries_per_server_cpu_s: win.server_cpu_s > 0 ? Math.round(deliveredInWindow / win.server_cpu_s) : null,
+    connect_s: round(connectS, 3),
+    latency_ms: percentiles(lat),
+    ...win
+  }
+}
+
+// Scenario 3: many idle connections over many rooms.
+async function idle () {
+  const n = cfg.clients ?? 1000
+  const nRooms = cfg.rooms ?? 100
+  const clients = Array.from({ length: n }, (_, i) => newClient(`${cfg.room_prefix ?? ''}idle-${i % nRooms}`))
+  const s0 = srv()
+  const d0 = driverCpuS()
+  const t0 = now()
+  await connectAll(clients, { concurrency: cfg.concurrency ?? 100, timeoutMs: cfg.connect_timeout_ms ?? 30000 })
+  const connectS = (now() - t0) / 1000
+  const sc = srv()
+  await sleep(cfg.settle_ms ?? 1500)
+  const s1 = srv()
+  const d1 = driverCpuS()
+  return {
+    clients: n,
+    rooms: nRooms,
+    concurrency: cfg.concurrency ?? 100,
+    connect_all_s: round(connectS, 3),
+    server_cpu_s_connecting: round(sc.cpuS - s0.cpuS, 3),
+    rss_before_kib: s0.rssKiB,
+    rss_after_kib: s1.rssKiB,
+    rss_per_conn_kib: round((s1.rssKiB - s0.rssKiB) / n, 2),
+    ...cpuWindow(s0, s1, d0, d1)
+  }
+}
+
+/**
+ * Type `count` ops of a trace through the server with one writer while a watcher follows,
+ * at most `window` ops ahead of what the watcher has seen. Progress is counted as inserted
+ * characters (the writer's clock) plus deleted characters, as seen by the watcher.
+ */
+async function replayOps (trace, count, room, { windowSize, timeLimitMs }) {
+  const writer = newClient(room)
+  const watcher = newClient(room)
+  await connectAll([writer, watcher], { concurrency: 2, timeoutMs: cfg.connect_timeout_ms ?? 30000 })
+  const wid = writer.doc.clientID
+  let deleted = 0
+  watcher.doc.on('afterTransaction', (tr) => {
+    if (tr.origin !== watcher) return
+    tr.deleteSet.clients.forEach((items) => { for (const it of items) deleted += it.len })
+  })
+  const target = new Float64Array(count)
+  const sentAt = new Float64Array(count)
+  const lat = []
+  let sent = 0
+  let acked = 0
+  let cum = 0
+  let stopped = false
+  let resolveDone
+  const done = new Promise((resolve) => { resolveDone = resolve })
+  const pump = () => {
+    while (!stopped && sent < count && sent - acked < windowSize) {
+      const [pos, del, ins] = trace.ops[sent]
+      cum += del + ins.length
+      target[sent] = cum
+      sentAt[sent] = now()
+      writer.doc.transact(() => {
+        if (del > 0) writer.text.delete(pos, del)
+        if (ins.length > 0) writer.text.insert(pos, ins)
+      })
+      sent++
+    }
+  }
+  watcher.onRemote = () => {
+    const progress = clockOf(watcher.doc, wid) + deleted
+    const t = now()
+    while (acked < sent && target[acked] <= progress) {
+      lat.push(t - sentAt[acked])
+      acked++
+    }
+    if (acked >= count) resolveDone()
+    else pump()
+  }
+  const t0 = now()
+  const timer = setTimeout(() => { stopped = true; resolveDone() }, timeLimitMs)
+  pump()
+  await done
+  clearTimeout(timer)
+  const elapsed = (now() - t0) / 1000
+  const complete = acked >= count
+  if (complete) {
+    const want = expectedText(trace, count)
+    if (writer.text.toString() !== want) onError(`replay ${room}: the writer's text is not the trace's`)
+    if (watcher.text.toString() !== want) onError(`replay ${room}: the watcher's text is not the trace's`)
+  }
+  return { writer, watcher, elapsed, complete, acked, lat }
+}
+
+/** Poll a data directory until its size has not changed for quietMs (bounded). */
+async function settleDir (dir, quietMs, timeoutMs) {
+  const t0 = now()
+  let last = dirBytes(dir)
+  let lastChange = now()
+  while (now() - lastChange < quietMs) {
+    if (now() - t0 > timeoutMs) return { settled: false, s: round((now() - t0) / 1000, 3), bytes: last }
+    await sleep(100)
+    const b = dirBytes(dir)
+    if (b !== last) {
+      last = b
+      lastChange = now()
+    }
+  }
+  return { settled: true, s: round((lastChange - t0) / 1000, 3), bytes: last }
+}
+
+// Scenario 5: type a trace keystroke by keystroke while another client watches.
+async function replay () {
+  const trace = loadTrace(cfg.trace)
+  const count = Math.min(cfg.ops ?? trace.ops.length, trace.ops.length)
+  const room = `${cfg.room_prefix ?? ''}replay`
+  const bytes0 = dirBytes(cfg.data_dir)
+  const s0 = srv()
+  const d0 = driverCpuS()
+  const r = await replayOps(trace, count, room, { windowSize: cfg.window ?? 32, timeLimitMs: cfg.time_limit_ms ?? 300000 })
+  const s1 = srv()
+  const d1 = driverCpuS()
+  const settle = cfg.data_dir ? await settleDir(cfg.data_dir, 1500, cfg.settle_timeout_ms ?? 60000) : null
+  if (!r.complete) onError(`replay: time limit reached after ${r.acked} of ${count} ops`)
+  return {
+    ops: count,
+    ops_done: r.acked,
+    complete: r.complete,
+    window: cfg.window ?? 32,
+    total_s: round(r.elapsed, 3),
+    ops_per_s: Math.round(r.acked / r.elapsed),
+    latency_ms: percentiles(r.lat),
+    final_chars: r.watcher.text.length,
+    dir_bytes_settled: settle ? settle.bytes - bytes0 : null,
+    store_settle_s: settle ? settle.s : null,
+    store_settled: settle ? settle.settled : null,
+    ...cpuWindow(s0, s1, d0, d1)
+  }
+}
+
+// Scenario 4, part 1: build the documents through the server, and wait until stored.
+async function coldloadBuild () {
+  const trace = loadTrace(cfg.trace)
+  const out = {}
+  for (const doc of cfg.docs) {
+    const count = Math.min(doc.ops, trace.ops.length)
+    const r = await replayOps(trace, count, doc.room, { windowSize: cfg.window ?? 64, timeLimitMs: cfg.time_limit_ms ?? 600000 })
+    if (!r.complete) onError(`coldload build ${doc.room}: time limit reached after ${r.acked} of ${count} ops`)
+    const settle = await settleDir(cfg.data_dir, 1500, cfg.settle_timeout_ms ?? 120000)
+    r.writer.close()
+    r.watcher.close()
+    await Promise.all([r.writer.closed(), r.watcher.closed()])
+    out[doc.room] = { ops: count, complete: r.complete, build_s: round(r.elapsed, 3), store_settle_s: settle.s, settled: settle.settled, chars: r.writer.text.length }
+  }
+  const settle = await settleDir(cfg.data_dir, 1500, cfg.settle_timeout_ms ?? 120000)
+  return { docs: out, dir_bytes: settle.bytes, settled: settle.settled }
+}
+
+// Scenario 4, part 2: a fresh client on a freshly started server; time until it holds the doc.
+async function coldloadMeasure () {
+  const trace = loadTrace(cfg.trace)
+  const out = {}
+  for (const doc of cfg.docs) {
+    const want = expectedText(trace, Math.min(doc.ops, trace.ops.length))
+    const c = newClient(doc.room, { awareness: false })
+    const s0 = srv()
+    const t0 = now()
+    let tFull = null
+    c.onRemote = () => {
+      if (tFull === null && c.text.length === want.length) tFull = now()
+    }
+    try {
+      await c.connect(cfg.connect_timeout_ms ?? 60000)
+    } catch (err) {
+      onError(`coldload ${doc.room}: ${err.message}`)
+    }
+    const tSynced = now()
+    if (tFull === null && c.text.length === want.length) tFull = tSynced
+    await waitFor(() => tFull !== null, cfg.load_timeout_ms ?? 60000, 1)
+    const s1 = srv()
+    const ok = c.text.toString() === want
+    if (!ok) onError(`coldload ${doc.room}: loaded ${c.text.length} chars, want ${want.length}`)
+    out[doc.room] = {
+      load_ms: tFull === null ? null : round(tFull - t0, 3),
+      synced_ms: round(tSynced - t0, 3),
+      chars: c.text.length,
+      ok,
+      server_cpu_s: round(s1.cpuS - s0.cpuS, 3),
+      server_rss_kib: s1.rssKiB
+    }
+    c.close()
+    await c.closed()
+  }
+  return { docs: out }
+}
+
+const scenarios = { fanout, throughput, idle, replay, coldload_build: coldloadBuild, coldload_measure: coldloadMeasure }
+
+async function main () {
+  const hard = setTimeout(() => {
+    onError(`hard deadline of ${cfg.hard_timeout_ms} ms reached`)
+    finish({ aborted: true })
+  }, cfg.hard_timeout_ms ?? 900000)
+  hard.unref()
+  const fn = scenarios[cfg.scenario]
+  if (!fn) throw new Error(`unknown scenario ${cfg.scenario}`)
+  let result
+  try {
+    result = await fn()
+  } catch (err) {
+    onError(`${cfg.scenario}: ${err && err.stack ? err.stack : err}`)
+    result = { aborted: true }
+  }
+  for (const c of live) c.close()
+  await Promise.all(live.map((c) => c.closed(1000)))
+  finish(result)
+}
+
+function finish (result) {
+  const bytesIn = live.reduce((a, c) => a + c.bytesIn, 0)
+  const bytesOut = live.reduce((a, c) => a + c.bytesOut, 0)
+  process.stdout.write(JSON.stringify({ scenario: cfg.scenario, ...result, bytes_in: bytesIn, bytes_out: bytesOut, errors }) + '\n')
+  process.exit(0)
+}
+
+main()
