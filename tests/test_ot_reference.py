@@ -11,6 +11,7 @@ import random
 import shutil
 import subprocess
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -48,7 +49,7 @@ def run_reference(cases: list[Case]) -> list[dict[str, Any]]:
     return answers
 
 
-OURS = {
+OURS: dict[str, Callable[..., Any]] = {
     "apply": ot.apply,
     "transform": ot.transform,
     "compose": ot.compose,
