@@ -177,14 +177,14 @@ def test_transform_keeps_ops_invertible(data: st.DataObject) -> None:
     assert ot.apply(after, ot.invert(a2)) == ot.apply(doc, b)
 
 
-MARK = "\x00"  # never drawn: texts only hold printable characters and a few controls
+MARK = "\U0010ffff"  # never drawn: generated characters stop at U+1FFFF
 
 
 @given(st.data())
 @LAWS
 def test_transform_position_follows_a_marker(data: st.DataObject) -> None:
     """A cursor moves like a one-character insert at it that wins every tie."""
-    doc = data.draw(texts.filter(lambda t: MARK not in t))
+    doc = data.draw(texts)
     op = data.draw(ops_for(doc))
     pos = data.draw(st.integers(0, len(doc)))
     marked = ot.apply(doc, ot.insert(pos, MARK))
