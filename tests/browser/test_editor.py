@@ -190,3 +190,10 @@ async def test_picker_lists_documents_and_opens_one_by_name(open_tab: OpenTab, s
 
     await tab.page.goto(server.http_url + "/")
     await expect(tab.testid("docs").get_by_test_id("doc")).to_have_count(2, timeout=SOON)
+
+
+async def test_editor_without_a_name_goes_to_the_picker(open_tab: OpenTab, server: Any) -> None:
+    tab = await open_tab("Ada")
+    await tab.page.goto(server.http_url + "/d/")
+    await tab.page.wait_for_url(server.http_url + "/")
+    await expect(tab.testid("open-form")).to_be_visible()

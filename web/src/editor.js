@@ -21,127 +21,7 @@ import { DurableTracker } from './durable.js'
 import { registerServiceWorker } from './offline.js'
 import './style.css'
 
-const name = docNameFromPath(location.pathname)
-if (!name) location.replace('/')
-
 const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`)
-
-document.title = `${name} · collab`
-$('doc-name').textContent = name
-rememberOpened(name)
-
-const doc = new Y.Doc()
-const text = doc.getText('content')
-
-// IndexedDB keeps the document (and edits not yet on the server) across reloads, online or not.
-const local = new IndexeddbPersistence('collab:' + name, doc)
-
-const provider = new WebsocketProvider(websocketOrigin(location), encodeDocName(name), doc, {
-  params: { ack: '1' } // opt in to the server's durable acknowledgements (message type 100)
-})
-const awareness = provider.awareness
-
-// --- who am I ------------------------------------------------------------------------------
-
-let user = loadUser()
-awareness.setLocalStateField('user', awarenessUser(user))
-const nameInput = $('user-name')
-const colorInput = $('user-color')
-nameInput.value = user.name
-colorInput.value = user.color
-const updateUser = () => {
-  const nextName = nameInput.value.trim().slice(0, 40)
-  user = { name: nextName || user.name, color: colorInput.value.toLowerCase() }
-  saveUser(user)
-  awareness.setLocalStateField('user', awarenessUser(user))
-}
-nameInput.addEventListener('change', updateUser)
-colorInput.addEventListener('input', updateUser)
-
-// --- who is here ---------------------------------------------------------------------------
-
-const renderPeers = () => {
-  const list = $('peers')
-  const items = []
-  for (const [clientId, state] of awareness.getStates()) {
-    if (!state.user) continue
-    const li = document.createElement('li')
-    li.dataset.testid = 'peer'
-    li.dataset.clientId = String(clientId)
-    li.style.setProperty('--peer-color', state.user.color)
-    li.textContent = state.user.name
-    if (clientId === doc.clientID) {
-      li.classList.add('self')
-      li.title = 'you'
-      items.unshift(li)
-    } else {
-      items.push(li)
-    }
-  }
-  list.replaceChildren(...items)
-}
-awareness.on('change', renderPeers)
-renderPeers()
-
-// Say goodbye when the tab closes so the others drop our caret at once, not after the
-// 30 s awareness timeout.
-window.addEventListener('pagehide', () => {
-  removeAwarenessStates(awareness, [doc.clientID], 'window closed')
-})
-
-// --- connection and saved state ------------------------------------------------------------
-
-const connection = $('connection')
-const saved = $('saved')
-
-const connectionState = () => {
-  if (provider.wsconnected) return provider.synced ? 'connected' : 'connecting'
-  if (!navigator.onLine || provider.wsUnsuccessfulReconnects > 0) return 'offline'
-  return 'connecting'
-}
-const CONNECTION_LABEL = {
-  connected: 'connected',
-  connecting: 'connecting…',
-  offline: 'offline'
-}
-
-const durable = new DurableTracker(doc, provider, () => render())
-
-const savedState = () => {
-  if (durable.saved) return 'saved'
-  return provider.wsconnected ? 'saving' : 'unsaved'
-}
-const SAVED_LABEL = {
-  saved: 'saved',
-  saving: 'saving…',
-  unsaved: 'not saved yet: kept in this browser'
-}
-
-const render = () => {
-  const c = connectionState()
-  connection.dataset.state = c
-  connection.textContent = CONNECTION_LABEL[c]
-  connection.title = c === 'offline' && navigator.onLine ? 'the server is unreachable; retrying' : ''
-  const s = savedState()
-  saved.dataset.state = s
-  saved.textContent = SAVED_LABEL[s]
-}
-provider.on('status', render)
-provider.on('sync', render)
-render()
-
-// The browser knows before the socket does: stop retrying while offline, reconnect at once after.
-window.addEventListener('offline', () => {
-  provider.disconnect()
-  render()
-})
-window.addEventListener('online', () => {
-  provider.connect()
-  render()
-})
-if (!navigator.onLine) provider.disconnect()
-
-// --- the editor ----------------------------------------------------------------------------
 
 // Remote carets always carry their owner's name (y-codemirror.next shows it on hover only).
 const remoteCaretTheme = EditorView.theme({
@@ -176,29 +56,156 @@ const caretRenames = ViewPlugin.define((view) => ({
   }
 }))
 
-const undoManager = new Y.UndoManager(text)
-const view = new EditorView({
-  parent: $('editor'),
-  state: EditorState.create({
-    doc: text.toString(),
-    extensions: [
-      highlightSpecialChars(),
-      drawSelection(),
-      highlightActiveLine(),
-      EditorView.lineWrapping,
-      markdown(),
-      syntaxHighlighting(defaultHighlightStyle, { fallback: true }),
-      placeholder('Start typing. Everyone on this page sees it live.'),
-      keymap.of([...yUndoManagerKeymap, ...defaultKeymap, indentWithTab]),
-      yCollab(text, awareness, { undoManager }),
-      remoteCaretTheme,
-      caretRenames
-    ]
+function openEditor (name) {
+  document.title = `${name} · collab`
+  $('doc-name').textContent = name
+  rememberOpened(name)
+
+  const doc = new Y.Doc()
+  const text = doc.getText('content')
+
+  // IndexedDB keeps the document (and edits not yet on the server) across reloads, online or not.
+  const local = new IndexeddbPersistence('collab:' + name, doc)
+
+  const provider = new WebsocketProvider(websocketOrigin(location), encodeDocName(name), doc, {
+    params: { ack: '1' } // opt in to the server's durable acknowledgements (message type 100)
   })
-})
-local.whenSynced.then(render)
+  const awareness = provider.awareness
 
-// A handle for debugging in the console and for the browser tests.
-window.collab = { name, doc, text, provider, awareness, durable, view, local }
+  // --- who am I ----------------------------------------------------------------------------
 
-registerServiceWorker()
+  let user = loadUser()
+  awareness.setLocalStateField('user', awarenessUser(user))
+  const nameInput = $('user-name')
+  const colorInput = $('user-color')
+  nameInput.value = user.name
+  colorInput.value = user.color
+  const updateUser = () => {
+    const nextName = nameInput.value.trim().slice(0, 40)
+    user = { name: nextName || user.name, color: colorInput.value.toLowerCase() }
+    saveUser(user)
+    awareness.setLocalStateField('user', awarenessUser(user))
+  }
+  nameInput.addEventListener('change', updateUser)
+  colorInput.addEventListener('input', updateUser)
+
+  // --- who is here -------------------------------------------------------------------------
+
+  const renderPeers = () => {
+    const list = $('peers')
+    const items = []
+    for (const [clientId, state] of awareness.getStates()) {
+      if (!state.user) continue
+      const li = document.createElement('li')
+      li.dataset.testid = 'peer'
+      li.dataset.clientId = String(clientId)
+      li.style.setProperty('--peer-color', state.user.color)
+      li.textContent = state.user.name
+      if (clientId === doc.clientID) {
+        li.classList.add('self')
+        li.title = 'you'
+        items.unshift(li)
+      } else {
+        items.push(li)
+      }
+    }
+    list.replaceChildren(...items)
+  }
+  awareness.on('change', renderPeers)
+  renderPeers()
+
+  // Say goodbye when the tab closes so the others drop our caret at once, not after the
+  // 30 s awareness timeout.
+  window.addEventListener('pagehide', () => {
+    removeAwarenessStates(awareness, [doc.clientID], 'window closed')
+  })
+
+  // --- connection and saved state ----------------------------------------------------------
+
+  const connection = $('connection')
+  const saved = $('saved')
+
+  const connectionState = () => {
+    if (provider.wsconnected) return provider.synced ? 'connected' : 'connecting'
+    if (!navigator.onLine || provider.wsUnsuccessfulReconnects > 0) return 'offline'
+    return 'connecting'
+  }
+  const CONNECTION_LABEL = {
+    connected: 'connected',
+    connecting: 'connecting…',
+    offline: 'offline'
+  }
+
+  const durable = new DurableTracker(doc, provider, () => render())
+
+  const savedState = () => {
+    if (durable.saved) return 'saved'
+    return provider.wsconnected ? 'saving' : 'unsaved'
+  }
+  const SAVED_LABEL = {
+    saved: 'saved',
+    saving: 'saving…',
+    unsaved: 'not saved yet: kept in this browser'
+  }
+
+  const render = () => {
+    const c = connectionState()
+    connection.dataset.state = c
+    connection.textContent = CONNECTION_LABEL[c]
+    const unreachable = c === 'offline' && navigator.onLine
+    connection.title = unreachable ? 'the server is unreachable; retrying' : ''
+    const s = savedState()
+    saved.dataset.state = s
+    saved.textContent = SAVED_LABEL[s]
+  }
+  provider.on('status', render)
+  provider.on('sync', render)
+  render()
+
+  // The browser knows before the socket does: stop retrying while offline, reconnect at once after.
+  window.addEventListener('offline', () => {
+    provider.disconnect()
+    render()
+  })
+  window.addEventListener('online', () => {
+    provider.connect()
+    render()
+  })
+  if (!navigator.onLine) provider.disconnect()
+
+  // --- the editor --------------------------------------------------------------------------
+
+  const undoManager = new Y.UndoManager(text)
+  const view = new EditorView({
+    parent: $('editor'),
+    state: EditorState.create({
+      doc: text.toString(),
+      extensions: [
+        highlightSpecialChars(),
+        drawSelection(),
+        highlightActiveLine(),
+        EditorView.lineWrapping,
+        markdown(),
+        syntaxHighlighting(defaultHighlightStyle, { fallback: true }),
+        placeholder('Start typing. Everyone on this page sees it live.'),
+        keymap.of([...yUndoManagerKeymap, ...defaultKeymap, indentWithTab]),
+        yCollab(text, awareness, { undoManager }),
+        remoteCaretTheme,
+        caretRenames
+      ]
+    })
+  })
+  local.whenSynced.then(render)
+
+  // A handle for debugging in the console and for the browser tests.
+  window.collab = { name, doc, text, provider, awareness, durable, view, local }
+
+  registerServiceWorker()
+}
+
+const name = docNameFromPath(location.pathname)
+if (name) {
+  openEditor(name)
+} else {
+  location.replace('/') // `/d/` alone: nothing to open, go to the picker
+}

@@ -6,8 +6,8 @@
 // the document. Hashed assets never change, so they are served from the cache. Everything
 // else (`/api/*`, websockets) is left alone.
 
-const VERSION = "a7f8f95e2f08d7e8"
-const PRECACHE = ["/","/assets/editor-BRE26XDV.css","/assets/editor-ISTVMLRI.js","/assets/picker-FSLLXIOD.js","/assets/picker-R4YPLGIF.css","/d/"]
+const VERSION = "ec20bed4b9e3891b"
+const PRECACHE = ["/","/assets/editor-BRE26XDV.css","/assets/editor-THZPLV2H.js","/assets/picker-FSLLXIOD.js","/assets/picker-R4YPLGIF.css","/d/"]
 const CACHE = 'collab-' + VERSION
 
 self.addEventListener('install', (event) => {

@@ -1,0 +1,614 @@
+#!/usr/bin/env python3
+"""Benchmark collab against its peers, side by side (issue 4).
+
+Starts each target server on 127.0.0.1, drives it with Yjs clients in Node (bench/driver),
+runs every scenario ``--runs`` times, prints a table of medians and writes JSON.
+
+Example::
+
+    bench/setup                                  # once: npm ci, bench/.venv-peers
+    .venv/bin/python bench/run.py                # everything, 3 runs (~1 h on 2 cores)
+    .venv/bin/python bench/run.py --quick --targets collab,ywebsocket --scenarios throughput
+
+Scenarios: fanout (1), throughput (2), idle (3), coldload (4), replay (5); the echo-* targets
+only run throughput, which is scenario 6 ("the limit"). Only the standard library is used here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from targets import (  # noqa: E402
+    BENCH,
+    DRIVER_DIR,
+    PEERS_PYTHON,
+    REPO,
+    TARGETS,
+    ServerProcess,
+    Target,
+    dir_bytes,
+    kill_all,
+    main_python,
+    proc_sample,
+)
+
+SCENARIOS = ("fanout", "throughput", "idle", "coldload", "replay")
+DEFAULT_TRACE = REPO.parent / "shared" / "traces" / "automerge-paper.json.gz"
+
+FULL: dict[str, Any] = {
+    "fanout_clients": [2, 16, 64],
+    "fanout_interval_ms": 10,
+    "fanout_duration_ms": 10_000,
+    "tp_rooms": 20,
+    "tp_clients_per_room": 5,
+    "tp_window": 8,
+    "tp_duration_ms": 10_000,
+    "idle_clients": 1000,
+    "idle_rooms": 100,
+    "idle_concurrency": 100,
+    "cold_small_ops": 10_000,
+    "cold_big_ops": None,  # the whole trace
+    "replay_ops": None,
+    "replay_window": 32,
+    "replay_time_limit_s": 300,
+    "build_time_limit_s": 900,
+}
+QUICK: dict[str, Any] = {
+    **FULL,
+    "fanout_clients": [2, 4],
+    "fanout_duration_ms": 1000,
+    "tp_rooms": 2,
+    "tp_clients_per_room": 3,
+    "tp_duration_ms": 1000,
+    "idle_clients": 20,
+    "idle_rooms": 4,
+    "cold_small_ops": 300,
+    "cold_big_ops": 2000,
+    "replay_ops": 2000,
+    "replay_time_limit_s": 60,
+    "build_time_limit_s": 60,
+}
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, targets: list[Target], sizes: dict[str, Any]):
+        self.args = args
+        self.targets = targets
+        self.sizes = sizes
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        self.work = Path(args.work_dir or BENCH / ".work" / stamp)
+        self.results: dict[str, dict[str, Any]] = {t.name: {} for t in targets}
+        self.trace = str(args.trace)
+        self.trace_ops = _trace_len(args.trace)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def log(self, msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    def server(self, target: Target, data: Path) -> ServerProcess:
+        return ServerProcess(target, data, self.work / "logs" / f"{target.name}.log")
+
+    def drive(self, server: ServerProcess, cfg: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """Run the Node driver once; its JSON result (with an error entry if it failed)."""
+        cfg = {
+            "url": server.url,
+            "protocol": server.target.protocol,
+            "server_pid": server.pid,
+            "clk_tck": os.sysconf("SC_CLK_TCK"),
+            "hard_timeout_ms": int(timeout_s * 1000),
+            **cfg,
+        }
+        try:
+            p = subprocess.run(
+                ["node", str(DRIVER_DIR / "driver.mjs"), json.dumps(cfg)],
+                cwd=DRIVER_DIR,
+                capture_output=True,
+                timeout=timeout_s + 60,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return {"errors": [f"driver did not finish within {timeout_s + 60:.0f} s"]}
+        log = self.work / "logs" / "driver.log"
+        with open(log, "ab") as f:
+            f.write(f"--- {server.target.name} {cfg['scenario']}\n".encode() + p.stderr)
+        lines = p.stdout.decode(errors="replace").strip().splitlines()
+        try:
+            result: dict[str, Any] = json.loads(lines[-1])
+        except (IndexError, ValueError):
+            tail = p.stderr.decode(errors="replace")[-2000:]
+            return {"errors": [f"driver exited {p.returncode} without a result: {tail}"]}
+        if server.proc is not None and server.proc.poll() is not None:
+            result["errors"].append(f"server exited with {server.proc.returncode} during the scenario:\n"
+                                    + server.log_tail(10))
+        for err in result.get("errors", []):
+            self.log(f"  ERROR {server.target.name} {cfg['scenario']}: {err[:300]}")
+        return result
+
+    def add(self, target: Target, key: str, result: dict[str, Any]) -> None:
+        self.results[target.name].setdefault(key, {"runs": []})["runs"].append(result)
+
+    # -- scenarios ------------------------------------------------------------------------
+
+    def run_scenario(self, target: Target, scenario: str, run: int) -> None:
+        s = self.sizes
+        data = self.work / target.name / f"{scenario}-r{run}"
+        server = self.server(target, data).start()
+        before = proc_sample(server.pid)
+        common = {"room_prefix": f"r{run}-"}
+        try:
+            if scenario == "fanout":
+                for n in s["fanout_clients"]:
+                    self.log(f"{target.name}: fanout {n} clients (run {run})")
+                    r = self.drive(server, {**common, "scenario": "fanout", "clients": n,
+                                            "interval_ms": s["fanout_interval_ms"],
+                                            "duration_ms": s["fanout_duration_ms"]},
+                                   timeout_s=s["fanout_duration_ms"] / 1000 + 120)
+                    self.add(target, f"fanout-{n}", r)
+                return
+            self.log(f"{target.name}: {scenario} (run {run})")
+            if scenario == "throughput":
+                r = self.drive(server, {**common, "scenario": "throughput", "rooms": s["tp_rooms"],
+                                        "clients_per_room": s["tp_clients_per_room"],
+                                        "window": s["tp_window"], "duration_ms": s["tp_duration_ms"]},
+                               timeout_s=s["tp_duration_ms"] / 1000 + 120)
+                stats = server.stats()
+                if stats is not None:
+                    r["server_stats"] = stats
+            elif scenario == "idle":
+                r = self.drive(server, {**common, "scenario": "idle", "clients": s["idle_clients"],
+                                        "rooms": s["idle_rooms"], "concurrency": s["idle_concurrency"]},
+                               timeout_s=180)
+            elif scenario == "replay":
+                ops = s["replay_ops"] or self.trace_ops
+                r = self.drive(server, {**common, "scenario": "replay", "trace": self.trace, "ops": ops,
+                                        "window": s["replay_window"],
+                                        "time_limit_ms": s["replay_time_limit_s"] * 1000,
+                                        "data_dir": str(data) if target.persistent else None},
+                               timeout_s=s["replay_time_limit_s"] + 240)
+            else:
+                raise ValueError(scenario)
+            after = proc_sample(server.pid)
+            r["server_cpu_s_scenario"] = round(after["cpu_s"] - before["cpu_s"], 3)
+            r["server_rss_kib_before"] = before["rss_kib"]
+            r["server_rss_kib_after"] = after["rss_kib"]
+            r["server_ready_s"] = round(server.ready_s, 3)
+            r["server_stop_s"] = round(server.stop(), 3)
+            if scenario == "replay" and target.persistent:
+                r["stored_bytes"] = dir_bytes(data)
+            self.add(target, scenario, r)
+        finally:
+            server.stop()
+            if not self.args.keep_data:
+                shutil.rmtree(data, ignore_errors=True)
+
+    def run_coldload(self, target: Target) -> None:
+        """Build two documents through the server, then time fresh loads after restarts."""
+        s = self.sizes
+        data = self.work / target.name / "coldload"
+        docs = [
+            {"room": "cold-10k", "ops": min(s["cold_small_ops"], self.trace_ops)},
+            {"room": "cold-paper", "ops": s["cold_big_ops"] or self.trace_ops},
+        ]
+        out: dict[str, Any] = {"docs": docs}
+        self.log(f"{target.name}: coldload build ({docs[0]['ops']} + {docs[1]['ops']} ops)")
+        server = self.server(target, data).start()
+        try:
+            build = self.drive(server, {"scenario": "coldload_build", "trace": self.trace, "docs": docs,
+                                        "window": 64, "data_dir": str(data),
+                                        "time_limit_ms": s["build_time_limit_s"] * 1000},
+                               timeout_s=2 * s["build_time_limit_s"] + 300)
+        finally:
+            build_stop = server.stop()
+        build["server_stop_s"] = round(build_stop, 3)
+        build["stored_bytes"] = dir_bytes(data)
+        out["build"] = build
+        try:
+            out["before"] = {"runs": [self._coldload_measure(target, data, docs)
+                                      for _ in range(self.args.runs)]}
+            if target.compact is None:
+                out["after"] = {"na": "no offline compaction for this target"}
+            else:
+                out["after"] = self._compact_and_measure(target, data, docs)
+        finally:
+            if not self.args.keep_data:
+                shutil.rmtree(data, ignore_errors=True)
+        self.results[target.name]["coldload"] = out
+
+    def _coldload_measure(self, target: Target, data: Path, docs: list[dict[str, Any]]) -> dict[str, Any]:
+        server = self.server(target, data).start()
+        try:
+            r = self.drive(server, {"scenario": "coldload_measure", "trace": self.trace, "docs": docs,
+                                    "load_timeout_ms": 120_000}, timeout_s=400)
+            r["server_ready_s"] = round(server.ready_s, 3)
+        finally:
+            server.stop()
+        return r
+
+    def _compact_and_measure(self, target: Target, data: Path, docs: list[dict[str, Any]]) -> dict[str, Any]:
+        assert target.compact is not None
+        cmd = target.compact(data)
+        self.log(f"{target.name}: compacting: {' '.join(cmd)}")
+        t0 = time.monotonic()
+        try:
+            p = subprocess.run(cmd, cwd=target.cwd, capture_output=True, timeout=900, check=False)
+        except subprocess.TimeoutExpired:
+            return {"na": "compaction did not finish within 900 s"}
+        if p.returncode != 0:
+            why = (p.stderr or p.stdout).decode(errors="replace").strip().splitlines()
+            self.log(f"{target.name}: compaction unavailable: {why[-1] if why else p.returncode}")
+            return {"na": f"compaction command failed ({p.returncode}): {why[-1] if why else ''}"}
+        compact_s = time.monotonic() - t0
+        return {"compact_s": round(compact_s, 3), "stored_bytes": dir_bytes(data),
+                "runs": [self._coldload_measure(target, data, docs) for _ in range(self.args.runs)]}
+
+    # -- the whole run --------------------------------------------------------------------
+
+    def run(self) -> None:
+        # Runs are the outer loop, so that a noisy minute on a shared machine lands on one run
+        # of every target rather than on all runs of one. Cold load is one block per target
+        # (build once, restart `runs` times, compact, restart `runs` times).
+        for run in range(1, self.args.runs + 1):
+            for target in self.targets:
+                for scenario in self.args.scenarios:
+                    if scenario not in target.scenarios:
+                        continue
+                    if scenario == "coldload":
+                        if target.persistent and run == 1:
+                            self.run_coldload(target)
+                        continue
+                    try:
+                        self.run_scenario(target, scenario, run)
+                    except RuntimeError as exc:  # a server that would not start
+                        self.log(f"ERROR {target.name} {scenario}: {exc}")
+                        self.add(target, scenario, {"errors": [str(exc)]})
+
+
+# -- aggregation ------------------------------------------------------------------------------
+
+
+def median_of(runs: list[Any]) -> Any:
+    """Element-wise median of a list of equally shaped JSON values (numbers median, rest first)."""
+    runs = [r for r in runs if r is not None]
+    if not runs:
+        return None
+    first = runs[0]
+    if isinstance(first, bool) or first is None:
+        return first if all(r == first for r in runs) else runs
+    if isinstance(first, int | float):
+        nums = [r for r in runs if isinstance(r, int | float) and not isinstance(r, bool)]
+        m = statistics.median(nums)
+        return round(m, 3) if isinstance(m, float) else m
+    if isinstance(first, dict):
+        return {k: median_of([r.get(k) for r in runs if isinstance(r, dict)]) for k in first
+                if k not in ("errors", "runs", "server_stats")}
+    return first
+
+
+def aggregate(results: dict[str, dict[str, Any]]) -> None:
+    for per_target in results.values():
+        for key, entry in per_target.items():
+            if key == "coldload":
+                for phase in ("before", "after"):
+                    if "runs" in entry.get(phase, {}):
+                        entry[phase]["median"] = median_of(entry[phase]["runs"])
+                        entry[phase]["first"] = entry[phase]["runs"][0]
+            elif "runs" in entry:
+                entry["median"] = median_of([r for r in entry["runs"] if "errors" in r and len(r) > 1])
+
+
+def all_errors(results: dict[str, dict[str, Any]]) -> list[str]:
+    out = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            for e in node.get("errors", []) or []:
+                out.append(f"{where}: {e}")
+            for k, v in node.items():
+                if k != "errors":
+                    walk(v, f"{where}/{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{where}[{i}]")
+
+    walk(results, "")
+    return out
+
+
+def _get(d: Any, *path: Any) -> Any:
+    for p in path:
+        if isinstance(d, dict):
+            d = d.get(p)
+        else:
+            return None
+    return d
+
+
+def summarize(results: dict[str, dict[str, Any]], sizes: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The headline figures per target (what the table and the plot show)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, r in results.items():
+        tp = _get(r, "throughput", "median") or {}
+        idle = _get(r, "idle", "median") or {}
+        rep = _get(r, "replay", "median") or {}
+        cold = r.get("coldload", {})
+        s: dict[str, Any] = {
+            "deliveries_per_cpu_s": tp.get("deliveries_per_server_cpu_s"),
+            "deliveries_per_s": tp.get("deliveries_per_s"),
+            "throughput_server_cpu_pct": tp.get("server_cpu_pct"),
+            "throughput_p99_ms": _get(tp, "latency_ms", "p99"),
+            "rss_per_idle_conn_kib": idle.get("rss_per_conn_kib"),
+            "connect_1000_s": idle.get("connect_all_s"),
+            "replay_s": rep.get("total_s"),
+            "replay_complete": rep.get("complete"),
+            "replay_ops_per_s": rep.get("ops_per_s"),
+            "replay_server_cpu_s": rep.get("server_cpu_s"),
+            "replay_stored_bytes": rep.get("stored_bytes"),
+        }
+        for n in sizes["fanout_clients"]:
+            lat = _get(r, f"fanout-{n}", "median", "latency_ms") or {}
+            s[f"fanout_{n}_p50_ms"] = lat.get("p50")
+            s[f"fanout_{n}_p99_ms"] = lat.get("p99")
+            s[f"fanout_{n}_max_ms"] = lat.get("max")
+        for phase in ("before", "after"):
+            for room, short in (("cold-10k", "10k"), ("cold-paper", "paper")):
+                s[f"cold_{short}_{phase}_ms"] = _get(cold, phase, "median", "docs", room, "load_ms")
+                s[f"cold_{short}_{phase}_first_ms"] = _get(cold, phase, "first", "docs", room, "load_ms")
+        s["errors"] = len(all_errors({name: r}))
+        s["missed"] = sum(
+            (run.get("missed") or 0)
+            for entry in r.values() if isinstance(entry, dict)
+            for run in entry.get("runs", []) if isinstance(run, dict)
+        )
+        out[name] = s
+    return out
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return str(v)
+
+
+def table(summary: dict[str, dict[str, Any]], sizes: dict[str, Any]) -> str:
+    """The headline table as Markdown (readable as plain text too)."""
+    big = max(sizes["fanout_clients"])
+    cols = [
+        ("target", None),
+        ("deliveries / server CPU-s", lambda s: _fmt(s["deliveries_per_cpu_s"])),
+        ("deliveries / s", lambda s: _fmt(s["deliveries_per_s"])),
+        ("server CPU % (tp)", lambda s: _fmt(s["throughput_server_cpu_pct"], 0)),
+        (f"fan-out p50 / p99, {big} clients (ms)",
+         lambda s: f"{_fmt(s[f'fanout_{big}_p50_ms'], 2)} / {_fmt(s[f'fanout_{big}_p99_ms'], 2)}"),
+        ("RSS per idle conn (KiB)", lambda s: _fmt(s["rss_per_idle_conn_kib"])),
+        ("1,000 conns (s)", lambda s: _fmt(s["connect_1000_s"], 3)),
+        ("cold load 10k (ms)", lambda s: _cold(s, "10k")),
+        ("cold load paper (ms)", lambda s: _cold(s, "paper")),
+        ("replay paper (s)", lambda s: _fmt(s["replay_s"]) + ("" if s["replay_complete"] in (True, None)
+                                                              else " (timed out)")),
+        ("replay server CPU (s)", lambda s: _fmt(s["replay_server_cpu_s"])),
+        ("stored (MiB)", lambda s: _fmt(s["replay_stored_bytes"] / 2**20 if s["replay_stored_bytes"]
+                                        else None, 2)),
+        ("missed / errors", lambda s: f"{s['missed']} / {s['errors']}"),
+    ]
+    lines = ["| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
+    for name, s in summary.items():
+        label = TARGETS[name].label if name in TARGETS else name
+        lines.append("| " + " | ".join([label] + [f(s) for _, f in cols[1:]]) + " |")
+    return "\n".join(lines)
+
+
+def _cold(s: dict[str, Any], short: str) -> str:
+    before = s[f"cold_{short}_before_ms"]
+    after = s[f"cold_{short}_after_ms"]
+    if before is None and after is None:
+        return "—"
+    text = _fmt(before)
+    if after is not None:
+        text += f" → {_fmt(after)} compacted"
+    return text
+
+
+# -- metadata -----------------------------------------------------------------------------
+
+
+def _trace_len(path: Path) -> int:
+    with gzip.open(path) as f:
+        data = json.load(f)
+    return sum(len(t["patches"]) for t in data["txns"])
+
+
+def _version(cmd: list[str]) -> str | None:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False).stdout.strip() or None
+    except OSError:
+        return None
+
+
+def _npm_version(pkg_dir: Path) -> str | None:
+    try:
+        return str(json.loads((pkg_dir / "package.json").read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kib = 0
+    try:
+        mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(mem_kib / 2**20, 1),
+            "kernel": platform.release(), "os": platform.platform()}
+
+
+def versions() -> dict[str, Any]:
+    peers = BENCH / "peers" / "node_modules"
+    driver = DRIVER_DIR / "node_modules"
+    py_peers = None
+    if PEERS_PYTHON.exists():
+        py_peers = _version([str(PEERS_PYTHON), "-c",
+                             "import importlib.metadata as m, json; print(json.dumps({p: m.version(p) for p in "
+                             "['pycrdt-websocket', 'pycrdt', 'pycrdt-store', 'hypercorn', 'uvicorn', 'uvloop']}))"])
+    return {
+        "collab": _version([main_python(), "-m", "collab", "--version"]),
+        "collab_python": _version([main_python(), "-c",
+                                   "import importlib.metadata as m, json, sys; print(json.dumps("
+                                   "{'python': sys.version.split()[0], 'pycrdt': m.version('pycrdt'), "
+                                   "'hypercorn': m.version('hypercorn')}))"]),
+        "node": _version(["node", "--version"]),
+        "@hocuspocus/server": _npm_version(peers / "@hocuspocus" / "server"),
+        "@hocuspocus/extension-sqlite": _npm_version(peers / "@hocuspocus" / "extension-sqlite"),
+        "@y/websocket-server": _npm_version(peers / "@y" / "websocket-server"),
+        "y-leveldb": _npm_version(peers / "@y" / "websocket-server" / "node_modules" / "y-leveldb"),
+        "peers_yjs": _npm_version(peers / "yjs"),
+        "driver_yjs": _npm_version(driver / "yjs"),
+        "driver_ws": _npm_version(driver / "ws"),
+        "peers_python": json.loads(py_peers) if py_peers else None,
+    }
+
+
+# -- command line -------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--targets", default=",".join(TARGETS),
+                   help=f"comma-separated, from: {', '.join(TARGETS)} (default: all)")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS),
+                   help=f"comma-separated, from: {', '.join(SCENARIOS)}, limit (= throughput on echo-*)")
+    p.add_argument("--runs", type=int, default=3, help="runs of each scenario; the table shows medians")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (seconds per scenario), for smoke tests")
+    p.add_argument("--trace", type=Path, default=DEFAULT_TRACE, help="sequential editing trace (.json.gz)")
+    p.add_argument("--out", type=Path, default=BENCH / "results" / "latest.json")
+    p.add_argument("--work-dir", type=Path, default=None, help="scratch space (default bench/.work/<time>)")
+    p.add_argument("--keep-data", action="store_true", help="keep databases and logs of the run")
+    p.add_argument("--replay-time-limit", type=float, default=None,
+                   help="seconds before a replay stops and reports what it did")
+    args = p.parse_args(argv)
+    names = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown:
+        p.error(f"unknown targets: {', '.join(unknown)}")
+    args.targets = names
+    scen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    if "limit" in scen:
+        scen = [s for s in scen if s != "limit"]
+        if "throughput" not in scen:
+            scen.append("throughput")
+            # "limit" alone means the echo targets
+            if args.targets == list(TARGETS):
+                args.targets = [n for n in TARGETS if n.startswith("echo-")]
+    bad = [s for s in scen if s not in SCENARIOS]
+    if bad:
+        p.error(f"unknown scenarios: {', '.join(bad)}")
+    args.scenarios = [s for s in SCENARIOS if s in scen]
+    if args.runs < 1:
+        p.error("--runs must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    targets = [TARGETS[n] for n in args.targets]
+    problems = [f"{t.name}: missing {m}" for t in targets for m in t.missing()]
+    if not (DRIVER_DIR / "node_modules").exists():
+        problems.append(f"driver: missing {DRIVER_DIR / 'node_modules'}")
+    if not args.trace.exists():
+        problems.append(f"trace: missing {args.trace}")
+    if problems:
+        print("bench/run.py: not installed yet; run bench/setup first:\n  " + "\n  ".join(problems),
+              file=sys.stderr)
+        return 2
+    sizes = dict(QUICK if args.quick else FULL)
+    if args.replay_time_limit is not None:
+        sizes["replay_time_limit_s"] = args.replay_time_limit
+
+    bench = Bench(args, targets, sizes)
+    bench.work.mkdir(parents=True, exist_ok=True)
+    (bench.work / "logs").mkdir(exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    started = time.monotonic()
+    date = datetime.now(UTC).isoformat(timespec="seconds")
+    bench.log(f"targets: {', '.join(args.targets)}; scenarios: {', '.join(args.scenarios)}; "
+              f"runs: {args.runs}{' (quick)' if args.quick else ''}; scratch: {bench.work}")
+    interrupted = False
+    try:
+        bench.run()
+    except KeyboardInterrupt:
+        interrupted = True
+        bench.log("interrupted: stopping servers, writing what was measured")
+    finally:
+        kill_all()
+    aggregate(bench.results)
+    summary = summarize(bench.results, sizes)
+    errors = all_errors(bench.results)
+    doc = {
+        "meta": {
+            "date": date,
+            "duration_s": round(time.monotonic() - started, 1),
+            "command": " ".join(["python", os.path.relpath(__file__, REPO), *(argv if argv is not None
+                                                                              else sys.argv[1:])]),
+            "runs": args.runs,
+            "quick": args.quick,
+            "interrupted": interrupted,
+            "targets": {t.name: {"label": t.label, "persistent": t.persistent, "protocol": t.protocol,
+                                 "notes": t.notes} for t in targets},
+            "scenarios": args.scenarios,
+            "sizes": sizes,
+            "trace": {"path": os.path.relpath(args.trace, REPO), "ops": bench.trace_ops},
+            "machine": machine(),
+            "versions": versions(),
+            "load_avg_end": os.getloadavg(),
+        },
+        "summary": summary,
+        "results": bench.results,
+        "errors": errors,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(args.out)
+    if not args.keep_data:
+        shutil.rmtree(bench.work, ignore_errors=True)
+    print(table(summary, sizes))
+    print(f"\n{args.runs} run(s), medians; {doc['meta']['duration_s']:.0f} s; wrote {args.out}")
+    if errors:
+        print(f"\n{len(errors)} ERROR(S):", file=sys.stderr)
+        for e in errors[:40]:
+            print("  " + e[:500], file=sys.stderr)
+        return 1
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

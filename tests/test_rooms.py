@@ -1,0 +1,250 @@
+"""Rooms without ASGI: fake peers that record frames, a real SQLite log in memory."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import pytest
+from pycrdt import Awareness, Doc, Text
+
+from collab.config import Settings
+from collab.errors import CloseCode, InvalidUpdateError
+from collab.protocol import (
+    Ack,
+    AwarenessUpdate,
+    QueryAwareness,
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+    decode,
+)
+from collab.rooms import Room, RoomManager
+from collab.storage.base import StoredDoc
+from collab.storage.sqlite import SQLiteLog
+from collab.transport.peer import WebSocketPeer
+
+
+@dataclass(eq=False)
+class FakePeer:
+    wants_ack: bool = False
+    frames: list[bytes] = field(default_factory=list)
+
+    def send_nowait(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def messages(self) -> list[object]:
+        return [decode(f) for f in self.frames]
+
+
+def text_update(text: str, doc: Doc | None = None) -> bytes:
+    doc = doc or Doc()
+    before = doc.get_state()
+    doc.get("content", type=Text).insert(0, text)
+    return doc.get_update(before)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteLog]:
+    async with SQLiteLog(tmp_path / "collab.db", commit_delay=0.001) as log:
+        yield log
+
+
+async def test_join_sends_sync_step_1(store: SQLiteLog) -> None:
+    room = Room("r", Doc(), store)
+    peer = FakePeer()
+    frames = room.join(peer)
+    assert [decode(f) for f in frames] == [SyncStep1(room.doc.get_state())]
+
+
+async def test_update_is_applied_stored_and_sent_to_the_others_only(store: SQLiteLog) -> None:
+    room = Room("r", Doc(), store)
+    a, b = FakePeer(), FakePeer()
+    room.join(a)
+    room.join(b)
+    update = text_update("hi")
+    assert room.receive(a, SyncUpdate(update)) == []
+    assert str(room.doc.get("content", type=Text)) == "hi"
+    assert b.messages() == [SyncUpdate(update)]
+    assert a.messages() == []
+    await store.flush()
+    assert (await store.load("r")).updates == [update]
+
+
+async def test_step_1_gets_the_missing_updates(store: SQLiteLog) -> None:
+    room = Room("r", Doc(), store)
+    a = FakePeer()
+    room.join(a)
+    room.receive(a, SyncUpdate(text_update("content")))
+    (reply,) = room.receive(FakePeer(), SyncStep1(b"\x00"))
+    message = decode(reply)
+    assert isinstance(message, SyncStep2)
+    fresh = Doc()
+    fresh.apply_update(message.update)
+    assert str(fresh.get("content", type=Text)) == "content"
+
+
+async def test_invalid_update_changes_nothing(store: SQLiteLog) -> None:
+    room = Room("r", Doc(), store)
+    a, b = FakePeer(), FakePeer()
+    room.join(a)
+    room.join(b)
+    room.receive(a, SyncUpdate(text_update("ok")))
+    before = room.doc.get_state()
+    with pytest.raises(InvalidUpdateError) as info:
+        room.receive(a, SyncUpdate(b"\x01\x01\xff\xff"))
+    assert info.value.close_code == CloseCode.INVALID_PAYLOAD
+    assert room.doc.get_state() == before
+    assert len(b.messages()) == 1
+    await store.flush()
+    assert len((await store.load("r")).updates) == 1
+
+
+def awareness_payload(client_doc: Doc, state: dict[str, object] | None) -> bytes:
+    awareness = Awareness(client_doc)
+    awareness.set_local_state(state)
+    return awareness.encode_awareness_update([client_doc.client_id])
+
+
+async def test_awareness_reaches_everyone_and_leaves_with_its_connection(store: SQLiteLog) -> None:
+    room = Room("r", Doc(), store)
+    a, b = FakePeer(), FakePeer()
+    room.join(a)
+    room.join(b)
+    client = Doc()
+    room.receive(a, AwarenessUpdate(awareness_payload(client, {"user": {"name": "Ada"}})))
+    # The sender hears its own state too (keeps y-websocket's 30 s timer alive).
+    assert len(a.messages()) == len(b.messages()) == 1
+    assert room.awareness.states[client.client_id] == {"user": {"name": "Ada"}}
+    (query_reply,) = room.receive(b, QueryAwareness())
+    assert isinstance(decode(query_reply), AwarenessUpdate)
+
+    room.leave(a)
+    assert client.client_id not in room.awareness.states
+    removal = b.messages()[-1]
+    assert isinstance(removal, AwarenessUpdate)
+    observer = Awareness(Doc())
+    observer.apply_awareness_update(b.messages()[0].payload, "test")  # type: ignore[attr-defined]
+    observer.apply_awareness_update(removal.payload, "test")
+    assert client.client_id not in observer.states
+
+
+async def test_new_peer_gets_current_awareness(store: SQLiteLog) -> None:
+    room = Room("r", Doc(), store)
+    a = FakePeer()
+    room.join(a)
+    room.receive(a, AwarenessUpdate(awareness_payload(Doc(), {"cursor": 3})))
+    frames = [decode(f) for f in room.join(FakePeer())]
+    assert isinstance(frames[0], SyncStep1) and isinstance(frames[1], AwarenessUpdate)
+
+
+async def test_stale_awareness_expires(store: SQLiteLog) -> None:
+    room = Room("r", Doc(), store)
+    a, b = FakePeer(), FakePeer()
+    room.join(a)
+    room.join(b)
+    client = Doc()
+    room.receive(a, AwarenessUpdate(awareness_payload(client, {"x": 1})))
+    now_ms = int(time.time() * 1000)
+    room.expire_awareness(now_ms, 30_000)
+    assert client.client_id in room.awareness.states
+    room.expire_awareness(now_ms + 30_001, 30_000)
+    assert client.client_id not in room.awareness.states
+    assert not room.peers[a]
+
+
+async def test_malformed_awareness_is_a_protocol_error(store: SQLiteLog) -> None:
+    room = Room("r", Doc(), store)
+    a = FakePeer()
+    room.join(a)
+    bad = b"\x01\x05\x01\x03{x}"
+    with pytest.raises(Exception) as info:
+        room.receive(a, AwarenessUpdate(bad))
+    assert getattr(info.value, "close_code", None) == CloseCode.INVALID_PAYLOAD
+
+
+async def test_ack_peer_hears_the_durable_state_after_commit(store: SQLiteLog) -> None:
+    manager = RoomManager(store, Settings())
+    room = await manager.open("acked")
+    writer, acker = FakePeer(), FakePeer(wants_ack=True)
+    room.join(writer)
+    join_frames = [decode(f) for f in room.join(acker)]
+    assert Ack(room.doc.get_state()) in join_frames  # nothing pending: all durable
+    room.receive(writer, SyncUpdate(text_update("x")))
+    assert not any(isinstance(m, Ack) for m in acker.messages())
+    await store.flush()
+    acks = [m for m in acker.messages() if isinstance(m, Ack)]
+    assert acks == [Ack(room.doc.get_state())]
+
+
+async def test_slow_peer_is_closed_and_others_carry_on() -> None:
+    never = anyio.Event()
+
+    async def stuck_send(message: object) -> None:
+        await never.wait()
+
+    slow = WebSocketPeer(stuck_send, queue_size=3, wants_ack=False, label="slow")
+    for i in range(3):
+        slow.send_nowait(b"x")
+    assert slow.close_code is None
+    slow.send_nowait(b"one too many")
+    assert slow.close_code == CloseCode.TOO_SLOW
+    slow.close_streams()
+
+
+class CountingStore(SQLiteLog):
+    loads = 0
+
+    async def load(self, room: str) -> StoredDoc:
+        type(self).loads += 1
+        await anyio.sleep(0.2)
+        return await super().load(room)
+
+
+async def test_a_document_is_loaded_once_however_many_peers_arrive(tmp_path: Path) -> None:
+    path = tmp_path / "collab.db"
+    async with SQLiteLog(path) as log:
+        log.append_nowait("busy", text_update("stored text"))
+    async with CountingStore(path) as store, RoomManager(store, Settings()) as manager:
+        rooms: list[Room] = []
+
+        async def open_room() -> None:
+            room = await manager.open("busy")
+            # Never handed out before the load finished: the text is there.
+            assert str(room.doc.get("content", type=Text)) == "stored text"
+            rooms.append(room)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(25):
+                tg.start_soon(open_room)
+    assert CountingStore.loads == 1
+    assert len({id(r) for r in rooms}) == 1
+
+
+async def test_idle_room_is_unloaded_and_reloads_from_the_store(tmp_path: Path) -> None:
+    async with SQLiteLog(tmp_path / "c.db", commit_delay=0.5) as store:
+        manager = RoomManager(store, Settings(idle_unload=1.0))
+        room = await manager.open("idle")
+        peer = FakePeer()
+        room.join(peer)
+        room.receive(peer, SyncUpdate(text_update("kept")))
+        room.leave(peer)
+        manager.sweep(time.monotonic() + 0.5, 0, 30_000)
+        assert "idle" in manager.rooms
+        manager.sweep(time.monotonic() + 1.5, 0, 30_000)
+        assert "idle" not in manager.rooms
+        # The update may still be queued (commit_delay 0.5 s): the reload waits for it.
+        again = await manager.open("idle")
+        assert again is not room
+        assert str(again.doc.get("content", type=Text)) == "kept"
+
+
+async def test_room_with_peers_is_never_unloaded(store: SQLiteLog) -> None:
+    manager = RoomManager(store, Settings(idle_unload=0))
+    room = await manager.open("busy")
+    room.join(FakePeer())
+    manager.sweep(time.monotonic() + 3600, 0, 30_000)
+    assert manager.rooms["busy"] is room

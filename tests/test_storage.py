@@ -1,0 +1,134 @@
+"""The SQLite update log: group commit, ordering, replay, durability of the queue."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pycrdt import Doc, Text
+
+from collab.errors import StoreError
+from collab.rooms import build_doc
+from collab.storage.sqlite import SQLiteLog, connect, list_docs
+
+
+def edits_to_updates(edits: list[tuple[int, str, int]]) -> tuple[list[bytes], str]:
+    doc: Doc = Doc()
+    text = doc.get("content", type=Text)
+    updates = []
+    for position, insert, delete in edits:
+        before = doc.get_state()
+        if insert:
+            text.insert(min(position, len(text)), insert)
+        elif len(text):
+            start = min(position, len(text) - 1)
+            del text[start : min(start + delete, len(text))]
+        updates.append(doc.get_update(before))
+    return updates, str(text)
+
+
+async def test_a_burst_is_one_transaction(tmp_path: Path) -> None:
+    async with SQLiteLog(tmp_path / "c.db", commit_delay=0.05) as log:
+        commits: list[int] = []
+        log.on_commit(commits.append)
+        tickets = [log.append_nowait("doc", b"\x00\x00" + bytes([i])) for i in range(100)]
+        await log.flush()
+        assert tickets == list(range(1, 101))
+        assert commits == [100]
+        assert log.durable_ticket == 100
+
+
+async def test_log_keeps_order_and_documents_apart(tmp_path: Path) -> None:
+    async with SQLiteLog(tmp_path / "c.db", commit_delay=0) as log:
+        for i in range(10):
+            log.append_nowait("a", bytes([i]))
+            log.append_nowait("b", bytes([100 + i]))
+            if i == 5:
+                await log.flush()
+        assert (await log.load("a")).updates == [bytes([i]) for i in range(10)]
+        assert (await log.load("b")).updates == [bytes([100 + i]) for i in range(10)]
+        assert (await log.load("never-written")).updates == []
+
+
+async def test_leaving_the_block_commits_everything_even_when_cancelled(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    with anyio.CancelScope() as scope:
+        async with SQLiteLog(path, commit_delay=10) as log:
+            log.append_nowait("doc", b"last words")
+            scope.cancel()
+            await anyio.sleep(1)
+    async with SQLiteLog(path) as log:
+        assert (await log.load("doc")).updates == [b"last words"]
+
+
+async def test_list_docs_reports_sizes(tmp_path: Path) -> None:
+    async with SQLiteLog(tmp_path / "c.db") as log:
+        log.append_nowait("small", b"12")
+        log.append_nowait("big", b"1234")
+        log.append_nowait("big", b"56")
+        docs = {d["name"]: d for d in await log.list_docs()}
+    assert docs["big"]["bytes"] == 6 and docs["big"]["updates"] == 2
+    assert docs["small"]["bytes"] == 2 and docs["small"]["updates"] == 1
+
+
+def test_schema_is_created_once_and_reopens(tmp_path: Path) -> None:
+    db = connect(tmp_path / "c.db")
+    db.close()
+    db = connect(tmp_path / "c.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert list_docs(db) == []
+    db.close()
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "not.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="cannot open database"):
+        connect(path)
+
+
+edits = st.lists(
+    st.tuples(st.integers(0, 50), st.text("abc xyz\n", max_size=5), st.integers(1, 5)),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits)
+def test_stored_log_replays_to_the_same_state(tmp_path: Path, edit_list: list[tuple[int, str, int]]) -> None:
+    updates, expected = edits_to_updates(edit_list)
+    path = tmp_path / f"replay-{abs(hash(tuple(edit_list)))}.db"
+
+    async def main() -> None:
+        async with SQLiteLog(path, commit_delay=0) as log:
+            for update in updates:
+                log.append_nowait("doc", update)
+        async with SQLiteLog(path) as log:
+            stored = await log.load("doc")
+        assert str(build_doc("doc", stored.updates).get("content", type=Text)) == expected
+
+    anyio.run(main)
+    path.unlink()
+
+
+def test_corrupt_stored_update_is_reported_not_served(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="cannot be applied"):
+        build_doc("doc", [b"\x01\x01\xff\xff"])
+
+
+def test_other_processes_can_read_while_the_log_is_open(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+
+    async def main() -> None:
+        async with SQLiteLog(path, commit_delay=0) as log:
+            log.append_nowait("doc", b"x")
+            await log.flush()
+            with sqlite3.connect(path) as other:
+                assert other.execute("SELECT count(*) FROM updates").fetchone()[0] == 1
+
+    anyio.run(main)
