@@ -187,8 +187,8 @@ class OTClient:
         op = message.op
         if self.inflight is not None:
             self.inflight, op = (
-                ot.transform(self.inflight, op, "right"),
-                ot.transform(op, self.inflight, "left"),
+                ot.transform(self.inflight, op, "left"),
+                ot.transform(op, self.inflight, "right"),
             )
         for i, pending in enumerate(self.buffer):
             self.buffer[i], op = (
