@@ -8,9 +8,18 @@ sync step 1 and the current awareness states), then every message it sends goes 
 alone; anything meant for the other peers is handed to their ``send_nowait`` right away,
 encoded once for all of them.
 
-An update is applied to the shared doc first and only then appended to the store and
-fanned out: an update pycrdt cannot apply never reaches the doc, the disk or another
+An update is applied to the shared doc first and only then queued for the store and
+the other peers: an update pycrdt cannot apply never reaches the doc, the disk or another
 peer. Fan-out never waits on the store.
+
+Updates are coalesced: those a room accepts within one event-loop turn are merged
+(pycrdt ``merge_updates``) into one update, appended to the store as one row and sent to
+each peer as one frame, encoded once for all the peers that sent none of them. A peer that
+sent some of them gets the merge of the others' (or nothing): clients never get their own
+edits back. Under load this turns N frames per peer into one; when idle, a batch holds one
+update and nothing changes. Deliveries still count per edit: every edit reaches every
+other peer. The manager's flusher task runs the flush; a room with no manager flushes at
+the end of each ``receive``.
 
 The :class:`RoomManager` owns the rooms: it loads each document exactly once however many
 peers arrive together (single-flight), never hands out a room before its load finished
@@ -25,7 +34,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -103,7 +112,15 @@ def encode_awareness(awareness: Awareness, client_ids: Iterable[int]) -> bytes:
 class Room:
     """One open document: its doc, awareness and peers."""
 
-    def __init__(self, name: str, doc: Doc, store: UpdateLog, *, epoch: int = 0) -> None:
+    def __init__(
+        self,
+        name: str,
+        doc: Doc,
+        store: UpdateLog,
+        *,
+        epoch: int = 0,
+        schedule_flush: Callable[[Room], None] | None = None,
+    ) -> None:
         self.name = name
         self.doc = doc
         self.epoch = epoch
@@ -119,11 +136,15 @@ class Room:
         self._last_ticket = 0
         self._ack_peers: set[Peer] = set()
         self._unacked: deque[tuple[int, bytes]] = deque()  # (ticket, state vector then)
+        # Updates accepted since the last flush, with the peer each came from.
+        self._batch: list[tuple[Peer, bytes]] = []
+        self._schedule_flush = schedule_flush
 
     # -- peers -----------------------------------------------------------------
 
     def join(self, peer: Peer) -> list[bytes]:
         """Add a peer; return the frames it must be sent first."""
+        self.flush()  # so that its sync step 1 and durable state cover everything accepted
         self.peers[peer] = set()
         self.empty_since = None
         frames = [encode(SyncStep1(self.doc.get_state()))]
@@ -159,6 +180,8 @@ class Room:
         match message:
             case SyncUpdate(update) | SyncStep2(update):
                 self._apply(peer, update)
+                if self._schedule_flush is None:
+                    self.flush()
                 return []
             case SyncStep1(state_vector):
                 try:
@@ -181,10 +204,38 @@ class Room:
         if update == EMPTY_UPDATE:
             return
         apply_update(self.doc, update)
+        if not self._batch and self._schedule_flush is not None:
+            self._schedule_flush(self)
+        self._batch.append((sender, update))
+
+    def flush(self) -> None:
+        """Store and fan out the updates accepted since the last flush, merged."""
+        batch = self._batch
+        if not batch:
+            return
+        self._batch = []
+        if len(batch) == 1:
+            sender, update = batch[0]
+            self._store_update(update)
+            self.broadcast(encode(SyncUpdate(update)), exclude=sender)
+            return
+        merged = merge_updates(*(update for _, update in batch))
+        self._store_update(merged)
+        senders = {sender for sender, _ in batch}
+        frame_for_others = encode(SyncUpdate(merged))
+        for peer in list(self.peers):
+            if peer not in senders:
+                peer.send_nowait(frame_for_others)
+        for sender in senders:
+            if sender in self.peers:
+                rest = [update for origin, update in batch if origin is not sender]
+                if rest:
+                    sender.send_nowait(encode(SyncUpdate(rest[0] if len(rest) == 1 else merge_updates(*rest))))
+
+    def _store_update(self, update: bytes) -> None:
         self._last_ticket = self.store.append_nowait(self.name, update)
         if self._ack_peers:
             self._unacked.append((self._last_ticket, self.doc.get_state()))
-        self.broadcast(encode(SyncUpdate(update)), exclude=sender)
 
     def broadcast(self, frame: bytes, exclude: Peer | None = None) -> None:
         for peer in list(self.peers):
@@ -265,16 +316,20 @@ class RoomManager(AsyncContextManagerMixin):
         self.settings = settings
         self.rooms: dict[str, Room] = {}
         self._loading: dict[str, anyio.Event] = {}
+        self._dirty: list[Room] = []
+        self._dirty_event = anyio.Event()
         store.on_commit(self._on_commit)
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[RoomManager]:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._sweep)
+            tg.start_soon(self._flusher)
             try:
                 yield self
             finally:
                 tg.cancel_scope.cancel()
+                self.flush_all()  # the store is still open: nothing accepted is dropped
 
     async def open(self, name: str) -> Room:
         """Return the room for ``name``, loading it from the store if needed.
@@ -293,12 +348,31 @@ class RoomManager(AsyncContextManagerMixin):
             try:
                 stored = await self.store.load(name)
                 doc = build_doc(name, stored.updates)
-                room = self.rooms[name] = Room(name, doc, self.store, epoch=stored.epoch)
+                room = self.rooms[name] = Room(
+                    name, doc, self.store, epoch=stored.epoch, schedule_flush=self._schedule_flush
+                )
                 log.debug("loaded %r from %d stored updates", name, len(stored.updates))
                 return room
             finally:
                 del self._loading[name]
                 loading.set()
+
+    def _schedule_flush(self, room: Room) -> None:
+        self._dirty.append(room)
+        self._dirty_event.set()
+
+    async def _flusher(self) -> None:
+        # Runs one loop turn after the first update of a batch: everything the server read
+        # from its sockets in between shares one merge, one store row and one frame per peer.
+        while True:
+            await self._dirty_event.wait()
+            self._dirty_event = anyio.Event()
+            self.flush_all()
+
+    def flush_all(self) -> None:
+        rooms, self._dirty = self._dirty, []
+        for room in rooms:
+            room.flush()
 
     def _on_commit(self, durable_ticket: int) -> None:
         for room in self.rooms.values():
@@ -317,8 +391,9 @@ class RoomManager(AsyncContextManagerMixin):
         for name, room in list(self.rooms.items()):
             if room.empty_since is not None:
                 if now - room.empty_since >= self.settings.idle_unload:
-                    # Every update is already queued in the store, and a reload waits
-                    # for the queue, so dropping the doc loses nothing.
+                    # Once flushed, every update is queued in the store, and a reload
+                    # waits for the queue, so dropping the doc loses nothing.
+                    room.flush()
                     del self.rooms[name]
                     log.debug("unloaded idle room %r", name)
             else:

@@ -166,18 +166,47 @@ async def test_malformed_awareness_is_a_protocol_error(store: SQLiteLog) -> None
     assert getattr(info.value, "close_code", None) == CloseCode.INVALID_PAYLOAD
 
 
-async def test_ack_peer_hears_the_durable_state_after_commit(store: SQLiteLog) -> None:
-    manager = RoomManager(store, Settings())
-    room = await manager.open("acked")
-    writer, acker = FakePeer(), FakePeer(wants_ack=True)
-    room.join(writer)
-    join_frames = [decode(f) for f in room.join(acker)]
-    assert Ack(room.doc.get_state()) in join_frames  # nothing pending: all durable
-    room.receive(writer, SyncUpdate(text_update("x")))
-    assert not any(isinstance(m, Ack) for m in acker.messages())
-    await store.flush()
-    acks = [m for m in acker.messages() if isinstance(m, Ack)]
-    assert acks == [Ack(room.doc.get_state())]
+async def test_ack_peer_hears_the_durable_state_after_commit(tmp_path: Path) -> None:
+    async with SQLiteLog(tmp_path / "c.db", commit_delay=0.5) as store, RoomManager(store, Settings()) as manager:
+        room = await manager.open("acked")
+        writer, acker = FakePeer(), FakePeer(wants_ack=True)
+        room.join(writer)
+        join_frames = [decode(f) for f in room.join(acker)]
+        assert Ack(room.doc.get_state()) in join_frames  # nothing pending: all durable
+        room.receive(writer, SyncUpdate(text_update("x")))
+        await anyio.wait_all_tasks_blocked()  # the flusher hands the batch to the store
+        assert not any(isinstance(m, Ack) for m in acker.messages())
+        await store.flush()
+        acks = [m for m in acker.messages() if isinstance(m, Ack)]
+        assert acks == [Ack(room.doc.get_state())]
+
+
+async def test_updates_of_one_turn_are_merged_and_never_echoed(store: SQLiteLog) -> None:
+    async with RoomManager(store, Settings()) as manager:
+        room = await manager.open("busy")
+        a, b, watcher = FakePeer(), FakePeer(), FakePeer()
+        for peer in (a, b, watcher):
+            room.join(peer)
+        doc_a, doc_b = Doc(), Doc()
+        for i in range(3):
+            room.receive(a, SyncUpdate(text_update(f"a{i}", doc_a)))
+            room.receive(b, SyncUpdate(text_update(f"b{i}", doc_b)))
+        assert watcher.messages() == []  # nothing sent before the end of the turn
+        await anyio.wait_all_tasks_blocked()
+        (to_watcher,) = watcher.messages()
+        (to_a,) = a.messages()
+        (to_b,) = b.messages()
+        replica = Doc()
+        replica.apply_update(to_watcher.update)  # type: ignore[attr-defined]
+        assert replica.get_state() == room.doc.get_state()
+        only_b = Doc()
+        only_b.apply_update(to_a.update)  # type: ignore[attr-defined]
+        assert str(only_b.get("content", type=Text)) == str(doc_b.get("content", type=Text))
+        only_a = Doc()
+        only_a.apply_update(to_b.update)  # type: ignore[attr-defined]
+        assert str(only_a.get("content", type=Text)) == str(doc_a.get("content", type=Text))
+        await store.flush()
+        assert len((await store.load("busy")).updates) == 1  # one merged row
 
 
 async def test_slow_peer_is_closed_and_others_carry_on() -> None:

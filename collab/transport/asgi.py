@@ -38,6 +38,9 @@ def room_name(scope: Scope) -> str:
     if raw is None:
         raw = scope["path"].encode("utf-8")
     raw = bytes(raw).partition(b"?")[0]
+    root = scope.get("root_path", "").encode("utf-8")
+    if root and raw.startswith(root):
+        raw = raw[len(root) :]  # mounted under a prefix: the name starts after it
     name_bytes = unquote_to_bytes(raw[1:] if raw.startswith(b"/") else raw)
     if not name_bytes:
         raise RemoteProtocolError("empty document name", CloseCode.BAD_DOCUMENT_NAME)
