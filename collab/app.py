@@ -13,7 +13,6 @@ from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-
 from collab.config import Settings
 from collab.errors import CloseCode, CollabError
 from collab.rooms import RoomManager
@@ -51,7 +50,9 @@ class CollabApp:
     @asynccontextmanager
     async def running(self) -> AsyncGenerator[CollabApp]:
         """Open the store and the rooms; on exit close every peer and commit everything."""
-        async with SQLiteLog(self.settings.db_path, commit_delay=self.settings.commit_delay) as store:
+        async with SQLiteLog(
+            self.settings.db_path, commit_delay=self.settings.commit_delay
+        ) as store:
             async with RoomManager(store, self.settings) as rooms:
                 self._store, self._rooms = store, rooms
                 self.ready, self.stopping = True, False

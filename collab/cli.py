@@ -33,30 +33,77 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--host", envvar="COLLAB_HOST", default=DEFAULTS.host, show_envvar=True,
-              help="Interface to listen on (0.0.0.0 for every interface).")
-@click.option("--port", envvar="COLLAB_PORT", default=DEFAULTS.port, type=click.IntRange(0, 65535),
-              show_envvar=True, help="TCP port (1234 is the y-websocket convention).")
-@click.option("--db", envvar="COLLAB_DB", default=str(DEFAULTS.db), show_envvar=True,
-              help="SQLite database file, created if missing; ':memory:' keeps nothing.")
-@click.option("--commit-delay", envvar="COLLAB_COMMIT_DELAY", default=DEFAULTS.commit_delay,
-              type=click.FloatRange(0, 1), show_envvar=True,
-              help="Seconds an update may wait so a burst shares one transaction.")
-@click.option("--idle-unload", envvar="COLLAB_IDLE_UNLOAD", default=DEFAULTS.idle_unload,
-              type=click.FloatRange(0), show_envvar=True,
-              help="Seconds a document with no connections stays in memory.")
-@click.option("--send-queue", "send_queue_size", envvar="COLLAB_SEND_QUEUE",
-              default=DEFAULTS.send_queue_size, type=click.IntRange(1), show_envvar=True,
-              help="Frames queued per connection before a slow client is dropped (4500).")
-@click.option("--max-message-size", envvar="COLLAB_MAX_MESSAGE_SIZE",
-              default=DEFAULTS.max_message_size, type=click.IntRange(1024), show_envvar=True,
-              help="Largest websocket frame accepted, in bytes (bigger ones close with 1009).")
-@click.option("--ping-interval", envvar="COLLAB_PING_INTERVAL", default=DEFAULTS.ping_interval,
-              type=click.FloatRange(0.1), show_envvar=True,
-              help="Seconds between websocket pings; a peer silent for two intervals is dropped.")
-@click.option("--log-level", envvar="COLLAB_LOG_LEVEL", default=DEFAULTS.log_level,
-              type=click.Choice(["debug", "info", "warning", "error"]), show_envvar=True,
-              help="Logging verbosity.")
+@click.option(
+    "--host",
+    envvar="COLLAB_HOST",
+    default=DEFAULTS.host,
+    show_envvar=True,
+    help="Interface to listen on (0.0.0.0 for every interface).",
+)
+@click.option(
+    "--port",
+    envvar="COLLAB_PORT",
+    default=DEFAULTS.port,
+    type=click.IntRange(0, 65535),
+    show_envvar=True,
+    help="TCP port (1234 is the y-websocket convention).",
+)
+@click.option(
+    "--db",
+    envvar="COLLAB_DB",
+    default=str(DEFAULTS.db),
+    show_envvar=True,
+    help="SQLite database file, created if missing; ':memory:' keeps nothing.",
+)
+@click.option(
+    "--commit-delay",
+    envvar="COLLAB_COMMIT_DELAY",
+    default=DEFAULTS.commit_delay,
+    type=click.FloatRange(0, 1),
+    show_envvar=True,
+    help="Seconds an update may wait so a burst shares one transaction.",
+)
+@click.option(
+    "--idle-unload",
+    envvar="COLLAB_IDLE_UNLOAD",
+    default=DEFAULTS.idle_unload,
+    type=click.FloatRange(0),
+    show_envvar=True,
+    help="Seconds a document with no connections stays in memory.",
+)
+@click.option(
+    "--send-queue",
+    "send_queue_size",
+    envvar="COLLAB_SEND_QUEUE",
+    default=DEFAULTS.send_queue_size,
+    type=click.IntRange(1),
+    show_envvar=True,
+    help="Frames queued per connection before a slow client is dropped (4500).",
+)
+@click.option(
+    "--max-message-size",
+    envvar="COLLAB_MAX_MESSAGE_SIZE",
+    default=DEFAULTS.max_message_size,
+    type=click.IntRange(1024),
+    show_envvar=True,
+    help="Largest websocket frame accepted, in bytes (bigger ones close with 1009).",
+)
+@click.option(
+    "--ping-interval",
+    envvar="COLLAB_PING_INTERVAL",
+    default=DEFAULTS.ping_interval,
+    type=click.FloatRange(0.1),
+    show_envvar=True,
+    help="Seconds between websocket pings; a peer silent for two intervals is dropped.",
+)
+@click.option(
+    "--log-level",
+    envvar="COLLAB_LOG_LEVEL",
+    default=DEFAULTS.log_level,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    show_envvar=True,
+    help="Logging verbosity.",
+)
 def serve(**options: Any) -> None:
     """Run the sync server under hypercorn until Ctrl-C or SIGTERM.
 

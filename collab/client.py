@@ -41,7 +41,9 @@ def decode_state_vector(state_vector: bytes) -> dict[int, int]:
     from pycrdt import Decoder
 
     decoder = Decoder(state_vector)
-    return {decoder.read_var_uint(): decoder.read_var_uint() for _ in range(decoder.read_var_uint())}
+    return {
+        decoder.read_var_uint(): decoder.read_var_uint() for _ in range(decoder.read_var_uint())
+    }
 
 
 def covers(durable: dict[int, int], local: dict[int, int]) -> bool:
@@ -52,9 +54,9 @@ def covers(durable: dict[int, int], local: dict[int, int]) -> bool:
 class Client(AsyncContextManagerMixin):
     """One connection to one document. Use as ``async with Client(url) as client``."""
 
-    def __init__(self, url: str, doc: Doc | None = None, *, ack: bool = False) -> None:
+    def __init__(self, url: str, doc: Doc[Any] | None = None, *, ack: bool = False) -> None:
         self.url = url + ("&" if "?" in url else "?") + "ack=1" if ack else url
-        self.doc: Doc = doc if doc is not None else Doc()
+        self.doc: Doc[Any] = doc if doc is not None else Doc()
         self.awareness = Awareness(self.doc)
         self.durable_state: dict[int, int] = {}
         self.close_code: int | None = None
@@ -107,7 +109,9 @@ class Client(AsyncContextManagerMixin):
 
     async def wait_durable(self, timeout: float = 10) -> None:
         """Wait until the server says everything in ``doc`` is on its disk (needs ``ack``)."""
-        await self.wait_for(lambda: covers(self.durable_state, decode_state_vector(self.doc.get_state())), timeout)
+        await self.wait_for(
+            lambda: covers(self.durable_state, decode_state_vector(self.doc.get_state())), timeout
+        )
 
     async def send_raw(self, frame: bytes) -> None:
         assert self._ws is not None

@@ -80,7 +80,7 @@ def _is_panic(error: BaseException) -> bool:
     return type(error).__name__ == "PanicException"
 
 
-def apply_update(doc: Doc, update: bytes) -> None:
+def apply_update(doc: Doc[Any], update: bytes) -> None:
     """Apply ``update`` to ``doc``, or leave ``doc`` untouched and raise.
 
     yrs decodes the whole update before it integrates anything, so a failed decode
@@ -115,7 +115,7 @@ class Room:
     def __init__(
         self,
         name: str,
-        doc: Doc,
+        doc: Doc[Any],
         store: UpdateLog,
         *,
         epoch: int = 0,
@@ -149,7 +149,9 @@ class Room:
         self.empty_since = None
         frames = [encode(SyncStep1(self.doc.get_state()))]
         if self.awareness.states:
-            frames.append(encode(AwarenessUpdate(encode_awareness(self.awareness, self.awareness.states))))
+            frames.append(
+                encode(AwarenessUpdate(encode_awareness(self.awareness, self.awareness.states)))
+            )
         if peer.wants_ack:
             self._ack_peers.add(peer)
             if self.store.durable_ticket >= self._last_ticket:
@@ -195,7 +197,9 @@ class Room:
             case QueryAwareness():
                 if not self.awareness.states:
                     return []
-                return [encode(AwarenessUpdate(encode_awareness(self.awareness, self.awareness.states)))]
+                return [
+                    encode(AwarenessUpdate(encode_awareness(self.awareness, self.awareness.states)))
+                ]
             case Ack() | Unknown():
                 return []  # y-protocols: ignore message types you do not handle
         raise AssertionError(f"unhandled message {message!r}")
@@ -230,7 +234,9 @@ class Room:
             if sender in self.peers:
                 rest = [update for origin, update in batch if origin is not sender]
                 if rest:
-                    sender.send_nowait(encode(SyncUpdate(rest[0] if len(rest) == 1 else merge_updates(*rest))))
+                    sender.send_nowait(
+                        encode(SyncUpdate(rest[0] if len(rest) == 1 else merge_updates(*rest)))
+                    )
 
     def _store_update(self, update: bytes) -> None:
         self._last_ticket = self.store.append_nowait(self.name, update)
@@ -293,18 +299,20 @@ class Room:
                 peer.send_nowait(frame)
 
 
-def build_doc(name: str, updates: list[bytes]) -> Doc:
+def build_doc(name: str, updates: list[bytes]) -> Doc[Any]:
     """Rebuild a document from its stored log.
 
     :raises StoreError: a stored update cannot be applied (``collab check`` finds these).
     """
-    doc: Doc = Doc()
+    doc: Doc[Any] = Doc()
     if not updates:
         return doc
     try:
         apply_update(doc, updates[0] if len(updates) == 1 else merge_updates(*updates))
     except (InvalidUpdateError, ValueError) as e:
-        raise StoreError(f"document {name!r} has a stored update that cannot be applied: {e}") from e
+        raise StoreError(
+            f"document {name!r} has a stored update that cannot be applied: {e}"
+        ) from e
     return doc
 
 

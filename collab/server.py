@@ -58,7 +58,11 @@ async def serve(settings: Settings) -> None:
                 app.close_peers()
                 return
 
-    log.info("collab listening on ws://%s:%d/<doc-name> (db: %s)", settings.host, settings.port,
-             settings.db_path)
+    log.info(
+        "collab listening on ws://%s:%d/<doc-name> (db: %s)",
+        settings.host,
+        settings.port,
+        settings.db_path,
+    )
     await hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
     log.info("stopped; every accepted update is committed")

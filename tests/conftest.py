@@ -30,7 +30,9 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m collab serve`` as a child process; restartable on the same port and db."""
 
-    def __init__(self, db_path: Path, log_path: Path, *extra_args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, db_path: Path, log_path: Path, *extra_args: str, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.db_path = db_path
         self.log_path = log_path
@@ -57,7 +59,9 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"collab serve exited with {self.proc.returncode}:\n{self.log()}")
+                raise RuntimeError(
+                    f"collab serve exited with {self.proc.returncode}:\n{self.log()}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.http_url}/readyz", timeout=1) as response:
                     if response.status == 200:
@@ -70,9 +74,25 @@ class ServerProcess:
 
     def _spawn(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", "collab", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--db", str(self.db_path), "--log-level", "debug", *self.extra_args],
-            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **self.env},
+            [
+                sys.executable,
+                "-m",
+                "collab",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--db",
+                str(self.db_path),
+                "--log-level",
+                "debug",
+                *self.extra_args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, **self.env},
         )
 
     def stop(self, timeout: float = 15) -> int:
@@ -84,7 +104,9 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise RuntimeError(f"collab serve ignored SIGTERM for {timeout} s:\n{self.log()}") from None
+            raise RuntimeError(
+                f"collab serve ignored SIGTERM for {timeout} s:\n{self.log()}"
+            ) from None
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -44,7 +44,9 @@ class JSClient:
         self._next_id += 1
         request_id = self._next_id
         assert self.process.stdin is not None
-        await self.process.stdin.send((json.dumps({"id": request_id, "cmd": cmd, **args}) + "\n").encode())
+        await self.process.stdin.send(
+            (json.dumps({"id": request_id, "cmd": cmd, **args}) + "\n").encode()
+        )
         with anyio.fail_after(timeout):
             async for message in self._lines:
                 if message.get("id") == request_id:

@@ -167,7 +167,10 @@ async def test_malformed_awareness_is_a_protocol_error(store: SQLiteLog) -> None
 
 
 async def test_ack_peer_hears_the_durable_state_after_commit(tmp_path: Path) -> None:
-    async with SQLiteLog(tmp_path / "c.db", commit_delay=0.5) as store, RoomManager(store, Settings()) as manager:
+    async with (
+        SQLiteLog(tmp_path / "c.db", commit_delay=0.5) as store,
+        RoomManager(store, Settings()) as manager,
+    ):
         room = await manager.open("acked")
         writer, acker = FakePeer(), FakePeer(wants_ack=True)
         room.join(writer)
@@ -216,7 +219,7 @@ async def test_slow_peer_is_closed_and_others_carry_on() -> None:
         await never.wait()
 
     slow = WebSocketPeer(stuck_send, queue_size=3, wants_ack=False, label="slow")
-    for i in range(3):
+    for _i in range(3):
         slow.send_nowait(b"x")
     assert slow.close_code is None
     slow.send_nowait(b"one too many")

@@ -17,6 +17,7 @@ import anyio
 
 from collab.errors import CloseCode, RemoteProtocolError, StoreError
 from collab.protocol import decode
+from collab.transport import static
 from collab.transport.peer import WebSocketPeer
 from collab.transport.types import Receive, Scope, Send
 
@@ -114,15 +115,15 @@ async def websocket_endpoint(app: CollabApp, scope: Scope, receive: Receive, sen
             while True:
                 message = await receive()
                 if message["type"] == "websocket.receive":
-                    frame = message.get("bytes")
-                    if frame is None:
+                    data = message.get("bytes")
+                    if data is None:
                         peer.close_nowait(
                             CloseCode.UNSUPPORTED_DATA,
                             "text frames are not part of the y-websocket protocol",
                         )
                         break
                     try:
-                        for reply in room.receive(peer, decode(frame)):
+                        for reply in room.receive(peer, decode(data)):
                             peer.send_nowait(reply)
                     except RemoteProtocolError as e:
                         peer.close_nowait(e.close_code, str(e))
@@ -144,7 +145,9 @@ async def websocket_endpoint(app: CollabApp, scope: Scope, receive: Receive, sen
                 pass  # the client is already gone; nothing left to tell it
 
 
-async def _respond(send: Send, status: int, body: bytes, content_type: str, head: bool = False) -> None:
+async def _respond(
+    send: Send, status: int, body: bytes, content_type: str, head: bool = False
+) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -200,9 +203,4 @@ async def http_endpoint(app: CollabApp, scope: Scope, receive: Receive, send: Se
 
 
 async def static_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
-    try:
-        from collab.transport import static
-    except ImportError:
-        await respond_text(send, 404, "the browser editor is not installed\n")
-        return
     await static.handle(scope, receive, send)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 
 import anyio
 import pytest
@@ -33,19 +32,28 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
 edit = st.tuples(
     st.integers(0, 3),  # which client
     st.integers(0, 1000),  # position (clamped)
-    st.one_of(st.text("abcdéf 🙂\n", min_size=1, max_size=4), st.integers(1, 3)),  # insert or delete
+    st.one_of(
+        st.text("abcdéf 🙂\n", min_size=1, max_size=4), st.integers(1, 3)
+    ),  # insert or delete
     st.booleans(),  # yield to the network after this edit
 )
 
 
 @settings(max_examples=25, deadline=None)
 @given(st.integers(2, 4), st.lists(edit, min_size=1, max_size=40))
-def test_random_concurrent_edits_converge(shared_server: ServerProcess, clients: int, edits: list) -> None:
+def test_random_concurrent_edits_converge(
+    shared_server: ServerProcess, clients: int, edits: list
+) -> None:
     room = f"property-{next(room_numbers)}"
 
     async def main() -> None:
         url = shared_server.url(room)
-        async with Client(url, ack=True) as c0, Client(url) as c1, Client(url) as c2, Client(url) as c3:
+        async with (
+            Client(url, ack=True) as c0,
+            Client(url) as c1,
+            Client(url) as c2,
+            Client(url) as c3,
+        ):
             peers = [c0, c1, c2, c3][:clients]
             for peer in (c0, c1, c2, c3):
                 await peer.synced()
@@ -69,7 +77,8 @@ def test_random_concurrent_edits_converge(shared_server: ServerProcess, clients:
             await c0.wait_durable()  # c0 holds everything: the whole document is on disk
         with sqlite3.connect(shared_server.db_path) as db:
             rows = db.execute(
-                "SELECT data FROM updates JOIN documents ON documents.id = doc_id WHERE name = ? ORDER BY seq",
+                "SELECT data FROM updates JOIN documents ON documents.id = doc_id"
+                " WHERE name = ? ORDER BY seq",
                 [room],
             ).fetchall()
         replayed = build_doc(room, [bytes(r[0]) for r in rows]).get("content", type=Text)

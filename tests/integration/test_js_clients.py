@@ -14,7 +14,10 @@ pytestmark = pytest.mark.node
 
 
 async def test_two_js_clients_converge_on_text_map_and_array(server: ServerProcess) -> None:
-    async with js_client(server.ws_url, "js-shared") as a, js_client(server.ws_url, "js-shared") as b:
+    async with (
+        js_client(server.ws_url, "js-shared") as a,
+        js_client(server.ws_url, "js-shared") as b,
+    ):
         await a.call("synced")
         await b.call("synced")
         await a.call("insert", index=0, text="hello")
@@ -28,7 +31,11 @@ async def test_two_js_clients_converge_on_text_map_and_array(server: ServerProce
         with anyio.fail_after(10):
             while len(await a.call("array")) < 3 or len(await b.call("map")) < 2:
                 await anyio.sleep(0.02)
-        assert await a.call("map") == await b.call("map") == {"from-a": 1, "from-b": {"nested": [1, 2]}}
+        assert (
+            await a.call("map")
+            == await b.call("map")
+            == {"from-a": 1, "from-b": {"nested": [1, 2]}}
+        )
         array_a, array_b = await a.call("array"), await b.call("array")
         assert array_a == array_b and sorted(array_a) == ["a1", "a2", "b1"]
 
@@ -61,7 +68,10 @@ async def test_js_late_joiner_and_restart_with_kill(server: ServerProcess) -> No
 
 
 async def test_js_offline_edit_merges_without_duplicates(server: ServerProcess) -> None:
-    async with js_client(server.ws_url, "offline-js") as a, js_client(server.ws_url, "offline-js") as b:
+    async with (
+        js_client(server.ws_url, "offline-js") as a,
+        js_client(server.ws_url, "offline-js") as b,
+    ):
         await a.call("synced")
         await b.call("synced")
         await a.call("insert", index=0, text="base.")
@@ -88,7 +98,9 @@ async def test_js_client_reconnects_after_server_restart(server: ServerProcess) 
             await b.call("waitText", equals="before during", timeout=15)
 
 
-async def test_awareness_appears_and_disappears_when_the_connection_closes(server: ServerProcess) -> None:
+async def test_awareness_appears_and_disappears_when_the_connection_closes(
+    server: ServerProcess,
+) -> None:
     async with js_client(server.ws_url, "presence") as watcher:
         await watcher.call("synced")
         async with js_client(server.ws_url, "presence") as visitor:
@@ -98,7 +110,9 @@ async def test_awareness_appears_and_disappears_when_the_connection_closes(serve
             with anyio.fail_after(5):
                 while (await watcher.call("awareness")).get(visitor_id) is None:
                     await anyio.sleep(0.02)
-            assert (await watcher.call("awareness"))[visitor_id] == {"user": {"name": "Zoë", "color": "#e91e63"}}
+            assert (await watcher.call("awareness"))[visitor_id] == {
+                "user": {"name": "Zoë", "color": "#e91e63"}
+            }
         # The visitor's process is killed: no goodbye message, the server must tell.
         with anyio.fail_after(5):
             while visitor_id in await watcher.call("awareness"):

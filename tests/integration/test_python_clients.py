@@ -75,7 +75,9 @@ async def test_documents_are_isolated_including_slashes_and_unicode(server: Serv
     for name in names:
         async with Client(server.url(name)) as client:
             await client.synced()
-            await client.wait_for(lambda c=client, n=name: str(c.doc.get("content", type=Text)) == f"I am {n}")
+            await client.wait_for(
+                lambda c=client, n=name: str(c.doc.get("content", type=Text)) == f"I am {n}"
+            )
     with sqlite3.connect(server.db_path) as db:
         stored = {row[0] for row in db.execute("SELECT name FROM documents")}
     assert stored == set(names)
@@ -152,11 +154,13 @@ async def test_clients_that_do_not_ask_never_get_acks(server: ServerProcess) -> 
     assert all(frame[0] in (0, 1) for frame in frames)
 
 
-async def test_many_clients_arriving_together_all_see_the_stored_document(server: ServerProcess) -> None:
+async def test_many_clients_arriving_together_all_see_the_stored_document(
+    server: ServerProcess,
+) -> None:
     async with Client(server.url("stampede")) as client:
         await client.synced()
         text = client.doc.get("content", type=Text)
-        for i in range(200):
+        for _i in range(200):
             text += "x"
     server.restart()  # the next clients find it only on disk
 
@@ -225,7 +229,9 @@ async def test_unknown_message_types_are_ignored(server: ServerProcess) -> None:
         ("/%ff%fe", "UTF-8"),
     ],
 )
-async def test_bad_document_names_are_refused(server: ServerProcess, path: str, reason: str) -> None:
+async def test_bad_document_names_are_refused(
+    server: ServerProcess, path: str, reason: str
+) -> None:
     async with connect(server.ws_url + path) as ws:
         await read_until_closed(ws)
     assert ws.close_code == CloseCode.BAD_DOCUMENT_NAME

@@ -56,12 +56,24 @@ def test_garbage_gives_a_message_or_a_protocol_error(frame: bytes) -> None:
     except RemoteProtocolError as e:
         assert e.close_code == CloseCode.INVALID_PAYLOAD
     else:
-        assert isinstance(message, (SyncStep1, SyncStep2, SyncUpdate, AwarenessUpdate, QueryAwareness, Ack, Unknown))
+        assert isinstance(
+            message,
+            (SyncStep1, SyncStep2, SyncUpdate, AwarenessUpdate, QueryAwareness, Ack, Unknown),
+        )
 
 
 @pytest.mark.parametrize(
     "frame",
-    [b"", b"\x80", b"\x00", b"\x00\x02", b"\x00\x02\x05abc", b"\x00\x02\xff", b"\x01", b"\x00\x09\x00"],
+    [
+        b"",
+        b"\x80",
+        b"\x00",
+        b"\x00\x02",
+        b"\x00\x02\x05abc",
+        b"\x00\x02\xff",
+        b"\x01",
+        b"\x00\x09\x00",
+    ],
 )
 def test_truncated_or_inconsistent_frames_are_refused(frame: bytes) -> None:
     with pytest.raises(RemoteProtocolError):
