@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 from pycrdt.store import SQLiteYStore, YDocNotFound
-from pycrdt.websocket import ASGIServer, WebsocketServer, YRoom
+from pycrdt.websocket import ASGIServer, WebsocketServer, YRoom, exception_logger
 
 DB_PATH = os.environ.get("BENCH_PYCRDT_DB", "")
 log = logging.getLogger("pycrdt_ws_app")
@@ -28,51 +28,58 @@ class Store(SQLiteYStore):
     db_path = DB_PATH
 
 
-class StoredRoomsServer(WebsocketServer):
-    """A WebsocketServer whose rooms persist to (and load from) one SQLite database."""
+class RoomsServer(WebsocketServer):
+    """A WebsocketServer that opens each room once, loading it from the store if there is one.
 
-    def __init__(self) -> None:
-        super().__init__(rooms_ready=False, auto_clean_rooms=True, log=log)
-        self._loaded: dict[str, anyio.Event] = {}
+    Stock ``WebsocketServer.get_room`` hangs when two clients join a new room at the same
+    moment: both call ``start_room``, and the second waits forever on the room's start lock,
+    which the first holds for the room's lifetime. Here the first caller creates, starts and
+    loads the room, and later callers wait for that.
+    """
+
+    def __init__(self, db_path: str) -> None:
+        super().__init__(
+            rooms_ready=not db_path,
+            auto_clean_rooms=True,
+            log=log,
+            exception_handler=exception_logger,
+        )
+        self.db_path = db_path
+        self._opened: dict[str, anyio.Event] = {}
 
     async def get_room(self, name: str) -> YRoom:
-        if name not in self.rooms:
-            store = Store(path=name, log=log)
-            self.rooms[name] = YRoom(ready=False, ystore=store, log=log)
-            self._loaded[name] = loaded = anyio.Event()
-            room = self.rooms[name]
+        if name in self.rooms:
+            await self._opened[name].wait()
+            return self.rooms[name]
+        store = Store(path=name, log=log) if self.db_path else None
+        room = YRoom(ready=store is None, ystore=store, log=log, exception_handler=exception_logger)
+        self.rooms[name] = room
+        self._opened[name] = opened = anyio.Event()
+        try:
             await self.start_room(room)
-            async with store.start_lock:
-                if not store.started.is_set():
-                    assert self._task_group is not None
-                    await self._task_group.start(store.start)
-            try:
-                await store.apply_updates(room.ydoc)
-            except YDocNotFound:
-                pass
-            room.ready = True
-            loaded.set()
-            return room
-        room = self.rooms[name]
-        await self._loaded[name].wait()
-        await self.start_room(room)
+            if store is not None:
+                async with store.start_lock:
+                    if not store.started.is_set():
+                        assert self._task_group is not None
+                        await self._task_group.start(store.start)
+                try:
+                    await store.apply_updates(room.ydoc)
+                except YDocNotFound:
+                    pass
+                room.ready = True
+        finally:
+            opened.set()
         return room
 
     async def delete_room(self, *, name: str | None = None, room: YRoom | None = None) -> None:
         if name is None:
             assert room is not None
             name = self.get_room_name(room)
-        self._loaded.pop(name, None)
+        self._opened.pop(name, None)
         await super().delete_room(name=name)
 
 
-def make_server() -> WebsocketServer:
-    if DB_PATH:
-        return StoredRoomsServer()
-    return WebsocketServer(rooms_ready=True, auto_clean_rooms=True, log=log)
-
-
-websocket_server = make_server()
+websocket_server = RoomsServer(DB_PATH)
 asgi = ASGIServer(websocket_server)
 
 

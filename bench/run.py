@@ -67,6 +67,12 @@ FULL: dict[str, Any] = {
     "replay_window": 32,
     "replay_time_limit_s": 300,
     "build_time_limit_s": 900,
+    # A store counts as done once its files have not changed for this long ...
+    "settle_quiet_ms": 1500,
+    # ... waiting at most this long after a replay, and after building a cold-load document.
+    "replay_settle_timeout_s": 60,
+    "build_settle_timeout_s": 180,
+    "idle_settle_ms": 1500,
 }
 QUICK: dict[str, Any] = {
     **FULL,
@@ -82,6 +88,10 @@ QUICK: dict[str, Any] = {
     "replay_ops": 2000,
     "replay_time_limit_s": 60,
     "build_time_limit_s": 60,
+    "settle_quiet_ms": 400,
+    "replay_settle_timeout_s": 10,
+    "build_settle_timeout_s": 20,
+    "idle_settle_ms": 300,
 }
 
 
@@ -134,8 +144,10 @@ class Bench:
             tail = p.stderr.decode(errors="replace")[-2000:]
             return {"errors": [f"driver exited {p.returncode} without a result: {tail}"]}
         if server.proc is not None and server.proc.poll() is not None:
-            result["errors"].append(f"server exited with {server.proc.returncode} during the scenario:\n"
-                                    + server.log_tail(10))
+            result["errors"].append(
+                f"server exited with {server.proc.returncode} during the scenario:\n"
+                + server.log_tail(10)
+            )
         for err in result.get("errors", []):
             self.log(f"  ERROR {server.target.name} {cfg['scenario']}: {err[:300]}")
         return result
@@ -155,32 +167,66 @@ class Bench:
             if scenario == "fanout":
                 for n in s["fanout_clients"]:
                     self.log(f"{target.name}: fanout {n} clients (run {run})")
-                    r = self.drive(server, {**common, "scenario": "fanout", "clients": n,
-                                            "interval_ms": s["fanout_interval_ms"],
-                                            "duration_ms": s["fanout_duration_ms"]},
-                                   timeout_s=s["fanout_duration_ms"] / 1000 + 120)
+                    r = self.drive(
+                        server,
+                        {
+                            **common,
+                            "scenario": "fanout",
+                            "clients": n,
+                            "interval_ms": s["fanout_interval_ms"],
+                            "duration_ms": s["fanout_duration_ms"],
+                        },
+                        timeout_s=s["fanout_duration_ms"] / 1000 + 120,
+                    )
                     self.add(target, f"fanout-{n}", r)
                 return
             self.log(f"{target.name}: {scenario} (run {run})")
             if scenario == "throughput":
-                r = self.drive(server, {**common, "scenario": "throughput", "rooms": s["tp_rooms"],
-                                        "clients_per_room": s["tp_clients_per_room"],
-                                        "window": s["tp_window"], "duration_ms": s["tp_duration_ms"]},
-                               timeout_s=s["tp_duration_ms"] / 1000 + 120)
+                r = self.drive(
+                    server,
+                    {
+                        **common,
+                        "scenario": "throughput",
+                        "rooms": s["tp_rooms"],
+                        "clients_per_room": s["tp_clients_per_room"],
+                        "window": s["tp_window"],
+                        "duration_ms": s["tp_duration_ms"],
+                    },
+                    timeout_s=s["tp_duration_ms"] / 1000 + 120,
+                )
                 stats = server.stats()
                 if stats is not None:
                     r["server_stats"] = stats
             elif scenario == "idle":
-                r = self.drive(server, {**common, "scenario": "idle", "clients": s["idle_clients"],
-                                        "rooms": s["idle_rooms"], "concurrency": s["idle_concurrency"]},
-                               timeout_s=180)
+                r = self.drive(
+                    server,
+                    {
+                        **common,
+                        "scenario": "idle",
+                        "clients": s["idle_clients"],
+                        "rooms": s["idle_rooms"],
+                        "concurrency": s["idle_concurrency"],
+                        "settle_ms": s["idle_settle_ms"],
+                    },
+                    timeout_s=180,
+                )
             elif scenario == "replay":
                 ops = s["replay_ops"] or self.trace_ops
-                r = self.drive(server, {**common, "scenario": "replay", "trace": self.trace, "ops": ops,
-                                        "window": s["replay_window"],
-                                        "time_limit_ms": s["replay_time_limit_s"] * 1000,
-                                        "data_dir": str(data) if target.persistent else None},
-                               timeout_s=s["replay_time_limit_s"] + 240)
+                r = self.drive(
+                    server,
+                    {
+                        **common,
+                        "scenario": "replay",
+                        "trace": self.trace,
+                        "ops": ops,
+                        "window": s["replay_window"],
+                        "time_limit_ms": s["replay_time_limit_s"] * 1000,
+                        "data_dir": str(data) if target.persistent else None,
+                        "settle_quiet_ms": s["settle_quiet_ms"],
+                        "settle_timeout_ms": s["replay_settle_timeout_s"] * 1000,
+                    },
+                    timeout_s=s["replay_time_limit_s"] + s["replay_settle_timeout_s"] + 180,
+                )
             else:
                 raise ValueError(scenario)
             after = proc_sample(server.pid)
@@ -209,18 +255,43 @@ class Bench:
         self.log(f"{target.name}: coldload build ({docs[0]['ops']} + {docs[1]['ops']} ops)")
         server = self.server(target, data).start()
         try:
-            build = self.drive(server, {"scenario": "coldload_build", "trace": self.trace, "docs": docs,
-                                        "window": 64, "data_dir": str(data),
-                                        "time_limit_ms": s["build_time_limit_s"] * 1000},
-                               timeout_s=2 * s["build_time_limit_s"] + 300)
+            build = self.drive(
+                server,
+                {
+                    "scenario": "coldload_build",
+                    "trace": self.trace,
+                    "docs": docs,
+                    "window": 64,
+                    "data_dir": str(data),
+                    "time_limit_ms": s["build_time_limit_s"] * 1000,
+                    "settle_quiet_ms": s["settle_quiet_ms"],
+                    "settle_timeout_ms": s["build_settle_timeout_s"] * 1000,
+                },
+                timeout_s=2 * (s["build_time_limit_s"] + s["build_settle_timeout_s"]) + 300,
+            )
         finally:
             build_stop = server.stop()
         build["server_stop_s"] = round(build_stop, 3)
         build["stored_bytes"] = dir_bytes(data)
         out["build"] = build
+        # Time only the documents the target managed to store; say why for the others.
+        built = build.get("docs") or {}
+        for doc in docs:
+            b = built.get(doc["room"], {})
+            if not b.get("complete") or not b.get("settled"):
+                doc["na"] = "not built: " + (
+                    "the replay did not finish"
+                    if not b.get("complete")
+                    else f"the store was still writing {b.get('store_settle_s')} s after the end"
+                )
+        docs = [d for d in docs if "na" not in d]
+        if not docs:
+            self.results[target.name]["coldload"] = out
+            return
         try:
-            out["before"] = {"runs": [self._coldload_measure(target, data, docs)
-                                      for _ in range(self.args.runs)]}
+            out["before"] = {
+                "runs": [self._coldload_measure(target, data, docs) for _ in range(self.args.runs)]
+            }
             if target.compact is None:
                 out["after"] = {"na": "no offline compaction for this target"}
             else:
@@ -230,17 +301,29 @@ class Bench:
                 shutil.rmtree(data, ignore_errors=True)
         self.results[target.name]["coldload"] = out
 
-    def _coldload_measure(self, target: Target, data: Path, docs: list[dict[str, Any]]) -> dict[str, Any]:
+    def _coldload_measure(
+        self, target: Target, data: Path, docs: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         server = self.server(target, data).start()
         try:
-            r = self.drive(server, {"scenario": "coldload_measure", "trace": self.trace, "docs": docs,
-                                    "load_timeout_ms": 120_000}, timeout_s=400)
+            r = self.drive(
+                server,
+                {
+                    "scenario": "coldload_measure",
+                    "trace": self.trace,
+                    "docs": docs,
+                    "load_timeout_ms": 120_000,
+                },
+                timeout_s=400,
+            )
             r["server_ready_s"] = round(server.ready_s, 3)
         finally:
             server.stop()
         return r
 
-    def _compact_and_measure(self, target: Target, data: Path, docs: list[dict[str, Any]]) -> dict[str, Any]:
+    def _compact_and_measure(
+        self, target: Target, data: Path, docs: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         assert target.compact is not None
         cmd = target.compact(data)
         self.log(f"{target.name}: compacting: {' '.join(cmd)}")
@@ -254,8 +337,11 @@ class Bench:
             self.log(f"{target.name}: compaction unavailable: {why[-1] if why else p.returncode}")
             return {"na": f"compaction command failed ({p.returncode}): {why[-1] if why else ''}"}
         compact_s = time.monotonic() - t0
-        return {"compact_s": round(compact_s, 3), "stored_bytes": dir_bytes(data),
-                "runs": [self._coldload_measure(target, data, docs) for _ in range(self.args.runs)]}
+        return {
+            "compact_s": round(compact_s, 3),
+            "stored_bytes": dir_bytes(data),
+            "runs": [self._coldload_measure(target, data, docs) for _ in range(self.args.runs)],
+        }
 
     # -- the whole run --------------------------------------------------------------------
 
@@ -295,8 +381,11 @@ def median_of(runs: list[Any]) -> Any:
         m = statistics.median(nums)
         return round(m, 3) if isinstance(m, float) else m
     if isinstance(first, dict):
-        return {k: median_of([r.get(k) for r in runs if isinstance(r, dict)]) for k in first
-                if k not in ("errors", "runs", "server_stats")}
+        return {
+            k: median_of([r.get(k) for r in runs if isinstance(r, dict)])
+            for k in first
+            if k not in ("errors", "runs", "server_stats")
+        }
     return first
 
 
@@ -309,18 +398,21 @@ def aggregate(results: dict[str, dict[str, Any]]) -> None:
                         entry[phase]["median"] = median_of(entry[phase]["runs"])
                         entry[phase]["first"] = entry[phase]["runs"][0]
             elif "runs" in entry:
-                entry["median"] = median_of([r for r in entry["runs"] if "errors" in r and len(r) > 1])
+                entry["median"] = median_of(
+                    [r for r in entry["runs"] if "errors" in r and len(r) > 1]
+                )
 
 
-def all_errors(results: dict[str, dict[str, Any]]) -> list[str]:
+def all_errors(results: dict[str, dict[str, Any]], key: str = "errors") -> list[str]:
+    """Every entry of every `key` list (errors, or warnings) in the results, with its place."""
     out = []
 
     def walk(node: Any, where: str) -> None:
         if isinstance(node, dict):
-            for e in node.get("errors", []) or []:
+            for e in node.get(key, []) or []:
                 out.append(f"{where}: {e}")
             for k, v in node.items():
-                if k != "errors":
+                if k != key and k != "median" and k != "first":
                     walk(v, f"{where}/{k}")
         elif isinstance(node, list):
             for i, v in enumerate(node):
@@ -339,7 +431,9 @@ def _get(d: Any, *path: Any) -> Any:
     return d
 
 
-def summarize(results: dict[str, dict[str, Any]], sizes: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def summarize(
+    results: dict[str, dict[str, Any]], sizes: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
     """The headline figures per target (what the table and the plot show)."""
     out: dict[str, dict[str, Any]] = {}
     for name, r in results.items():
@@ -359,21 +453,38 @@ def summarize(results: dict[str, dict[str, Any]], sizes: dict[str, Any]) -> dict
             "replay_ops_per_s": rep.get("ops_per_s"),
             "replay_server_cpu_s": rep.get("server_cpu_s"),
             "replay_stored_bytes": rep.get("stored_bytes"),
+            "replay_store_settled": rep.get("store_settled"),
+            "commit_p99_ms": _get(tp, "server_stats", "commit_latency_ms", "p99"),
         }
+        commit = [
+            _get(run, "server_stats", "commit_latency_ms", "p99")
+            for run in _get(r, "throughput", "runs") or []
+        ]
+        commit = [c for c in commit if isinstance(c, int | float)]
+        if commit:
+            s["commit_p99_ms"] = statistics.median(commit)
         for n in sizes["fanout_clients"]:
             lat = _get(r, f"fanout-{n}", "median", "latency_ms") or {}
             s[f"fanout_{n}_p50_ms"] = lat.get("p50")
             s[f"fanout_{n}_p99_ms"] = lat.get("p99")
             s[f"fanout_{n}_max_ms"] = lat.get("max")
+        for doc in cold.get("docs", []):
+            if "na" in doc:
+                s[f"cold_{'10k' if doc['room'] == 'cold-10k' else 'paper'}_na"] = doc["na"]
         for phase in ("before", "after"):
             for room, short in (("cold-10k", "10k"), ("cold-paper", "paper")):
                 s[f"cold_{short}_{phase}_ms"] = _get(cold, phase, "median", "docs", room, "load_ms")
-                s[f"cold_{short}_{phase}_first_ms"] = _get(cold, phase, "first", "docs", room, "load_ms")
+                s[f"cold_{short}_{phase}_first_ms"] = _get(
+                    cold, phase, "first", "docs", room, "load_ms"
+                )
         s["errors"] = len(all_errors({name: r}))
+        s["warnings"] = len(all_errors({name: r}, "warnings"))
         s["missed"] = sum(
             (run.get("missed") or 0)
-            for entry in r.values() if isinstance(entry, dict)
-            for run in entry.get("runs", []) if isinstance(run, dict)
+            for entry in r.values()
+            if isinstance(entry, dict)
+            for run in entry.get("runs", [])
+            if isinstance(run, dict)
         )
         out[name] = s
     return out
@@ -399,17 +510,32 @@ def table(summary: dict[str, dict[str, Any]], sizes: dict[str, Any]) -> str:
         ("deliveries / server CPU-s", lambda s: _fmt(s["deliveries_per_cpu_s"])),
         ("deliveries / s", lambda s: _fmt(s["deliveries_per_s"])),
         ("server CPU % (tp)", lambda s: _fmt(s["throughput_server_cpu_pct"], 0)),
-        (f"fan-out p50 / p99, {big} clients (ms)",
-         lambda s: f"{_fmt(s[f'fanout_{big}_p50_ms'], 2)} / {_fmt(s[f'fanout_{big}_p99_ms'], 2)}"),
+        (
+            f"fan-out p50 / p99, {big} clients (ms)",
+            lambda s: (
+                f"{_fmt(s[f'fanout_{big}_p50_ms'], 2)} / {_fmt(s[f'fanout_{big}_p99_ms'], 2)}"
+            ),
+        ),
         ("RSS per idle conn (KiB)", lambda s: _fmt(s["rss_per_idle_conn_kib"])),
         ("1,000 conns (s)", lambda s: _fmt(s["connect_1000_s"], 3)),
         ("cold load 10k (ms)", lambda s: _cold(s, "10k")),
         ("cold load paper (ms)", lambda s: _cold(s, "paper")),
-        ("replay paper (s)", lambda s: _fmt(s["replay_s"]) + ("" if s["replay_complete"] in (True, None)
-                                                              else " (timed out)")),
+        (
+            "replay paper (s)",
+            lambda s: (
+                _fmt(s["replay_s"])
+                + ("" if s["replay_complete"] in (True, None) else " (timed out)")
+            ),
+        ),
         ("replay server CPU (s)", lambda s: _fmt(s["replay_server_cpu_s"])),
-        ("stored (MiB)", lambda s: _fmt(s["replay_stored_bytes"] / 2**20 if s["replay_stored_bytes"]
-                                        else None, 2)),
+        (
+            "stored (MiB)",
+            lambda s: (
+                _fmt(s["replay_stored_bytes"] / 2**20 if s["replay_stored_bytes"] else None, 2)
+                + (" (still writing)" if s["replay_store_settled"] is False else "")
+            ),
+        ),
+        ("update→commit p99 (ms)", lambda s: _fmt(s["commit_p99_ms"])),
         ("missed / errors", lambda s: f"{s['missed']} / {s['errors']}"),
     ]
     lines = ["| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
@@ -422,6 +548,8 @@ def table(summary: dict[str, dict[str, Any]], sizes: dict[str, Any]) -> str:
 def _cold(s: dict[str, Any], short: str) -> str:
     before = s[f"cold_{short}_before_ms"]
     after = s[f"cold_{short}_after_ms"]
+    if s.get(f"cold_{short}_na"):
+        return "not stored in time"
     if before is None and after is None:
         return "—"
     text = _fmt(before)
@@ -441,7 +569,12 @@ def _trace_len(path: Path) -> int:
 
 def _version(cmd: list[str]) -> str | None:
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False).stdout.strip() or None
+        return (
+            subprocess.run(
+                cmd, capture_output=True, text=True, timeout=30, check=False
+            ).stdout.strip()
+            or None
+        )
     except OSError:
         return None
 
@@ -451,6 +584,13 @@ def _npm_version(pkg_dir: Path) -> str | None:
         return str(json.loads((pkg_dir / "package.json").read_text())["version"])
     except (OSError, ValueError, KeyError):
         return None
+
+
+def _json(text: str | None) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return text
 
 
 def machine() -> dict[str, Any]:
@@ -467,8 +607,13 @@ def machine() -> dict[str, Any]:
         mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
     except (OSError, ValueError, IndexError):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(mem_kib / 2**20, 1),
-            "kernel": platform.release(), "os": platform.platform()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "mem_gib": round(mem_kib / 2**20, 1),
+        "kernel": platform.release(),
+        "os": platform.platform(),
+    }
 
 
 def versions() -> dict[str, Any]:
@@ -476,15 +621,28 @@ def versions() -> dict[str, Any]:
     driver = DRIVER_DIR / "node_modules"
     py_peers = None
     if PEERS_PYTHON.exists():
-        py_peers = _version([str(PEERS_PYTHON), "-c",
-                             "import importlib.metadata as m, json; print(json.dumps({p: m.version(p) for p in "
-                             "['pycrdt-websocket', 'pycrdt', 'pycrdt-store', 'hypercorn', 'uvicorn', 'uvloop']}))"])
+        py_peers = _version(
+            [
+                str(PEERS_PYTHON),
+                "-c",
+                "import importlib.metadata as m, json; print(json.dumps({p: m.version(p) for p in"
+                " ['pycrdt-websocket', 'pycrdt', 'pycrdt-store', 'hypercorn', 'uvicorn',"
+                " 'uvloop']}))",
+            ]
+        )
     return {
         "collab": _version([main_python(), "-m", "collab", "--version"]),
-        "collab_python": _version([main_python(), "-c",
-                                   "import importlib.metadata as m, json, sys; print(json.dumps("
-                                   "{'python': sys.version.split()[0], 'pycrdt': m.version('pycrdt'), "
-                                   "'hypercorn': m.version('hypercorn')}))"]),
+        "collab_python": _json(
+            _version(
+                [
+                    main_python(),
+                    "-c",
+                    "import importlib.metadata as m, json, sys; print(json.dumps("
+                    "{'python': sys.version.split()[0], 'pycrdt': m.version('pycrdt'), "
+                    "'hypercorn': m.version('hypercorn')}))",
+                ]
+            )
+        ),
         "node": _version(["node", "--version"]),
         "@hocuspocus/server": _npm_version(peers / "@hocuspocus" / "server"),
         "@hocuspocus/extension-sqlite": _npm_version(peers / "@hocuspocus" / "extension-sqlite"),
@@ -493,7 +651,7 @@ def versions() -> dict[str, Any]:
         "peers_yjs": _npm_version(peers / "yjs"),
         "driver_yjs": _npm_version(driver / "yjs"),
         "driver_ws": _npm_version(driver / "ws"),
-        "peers_python": json.loads(py_peers) if py_peers else None,
+        "peers_python": _json(py_peers),
     }
 
 
@@ -501,19 +659,39 @@ def versions() -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--targets", default=",".join(TARGETS),
-                   help=f"comma-separated, from: {', '.join(TARGETS)} (default: all)")
-    p.add_argument("--scenarios", default=",".join(SCENARIOS),
-                   help=f"comma-separated, from: {', '.join(SCENARIOS)}, limit (= throughput on echo-*)")
-    p.add_argument("--runs", type=int, default=3, help="runs of each scenario; the table shows medians")
-    p.add_argument("--quick", action="store_true", help="tiny sizes (seconds per scenario), for smoke tests")
-    p.add_argument("--trace", type=Path, default=DEFAULT_TRACE, help="sequential editing trace (.json.gz)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help=f"comma-separated, from: {', '.join(TARGETS)} (default: all)",
+    )
+    p.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated, from: {', '.join(SCENARIOS)}, limit (= throughput on echo-*)",
+    )
+    p.add_argument(
+        "--runs", type=int, default=3, help="runs of each scenario; the table shows medians"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="tiny sizes (seconds per scenario), for smoke tests"
+    )
+    p.add_argument(
+        "--trace", type=Path, default=DEFAULT_TRACE, help="sequential editing trace (.json.gz)"
+    )
     p.add_argument("--out", type=Path, default=BENCH / "results" / "latest.json")
-    p.add_argument("--work-dir", type=Path, default=None, help="scratch space (default bench/.work/<time>)")
+    p.add_argument(
+        "--work-dir", type=Path, default=None, help="scratch space (default bench/.work/<time>)"
+    )
     p.add_argument("--keep-data", action="store_true", help="keep databases and logs of the run")
-    p.add_argument("--replay-time-limit", type=float, default=None,
-                   help="seconds before a replay stops and reports what it did")
+    p.add_argument(
+        "--replay-time-limit",
+        type=float,
+        default=None,
+        help="seconds before a replay stops and reports what it did",
+    )
     args = p.parse_args(argv)
     names = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = [n for n in names if n not in TARGETS]
@@ -546,8 +724,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.trace.exists():
         problems.append(f"trace: missing {args.trace}")
     if problems:
-        print("bench/run.py: not installed yet; run bench/setup first:\n  " + "\n  ".join(problems),
-              file=sys.stderr)
+        print(
+            "bench/run.py: not installed yet; run bench/setup first:\n  " + "\n  ".join(problems),
+            file=sys.stderr,
+        )
         return 2
     sizes = dict(QUICK if args.quick else FULL)
     if args.replay_time_limit is not None:
@@ -559,8 +739,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     started = time.monotonic()
     date = datetime.now(UTC).isoformat(timespec="seconds")
-    bench.log(f"targets: {', '.join(args.targets)}; scenarios: {', '.join(args.scenarios)}; "
-              f"runs: {args.runs}{' (quick)' if args.quick else ''}; scratch: {bench.work}")
+    bench.log(
+        f"targets: {', '.join(args.targets)}; scenarios: {', '.join(args.scenarios)}; "
+        f"runs: {args.runs}{' (quick)' if args.quick else ''}; scratch: {bench.work}"
+    )
     interrupted = False
     try:
         bench.run()
@@ -572,17 +754,30 @@ def main(argv: list[str] | None = None) -> int:
     aggregate(bench.results)
     summary = summarize(bench.results, sizes)
     errors = all_errors(bench.results)
+    warnings = all_errors(bench.results, "warnings")
     doc = {
         "meta": {
             "date": date,
             "duration_s": round(time.monotonic() - started, 1),
-            "command": " ".join(["python", os.path.relpath(__file__, REPO), *(argv if argv is not None
-                                                                              else sys.argv[1:])]),
+            "command": " ".join(
+                [
+                    "python",
+                    os.path.relpath(__file__, REPO),
+                    *(argv if argv is not None else sys.argv[1:]),
+                ]
+            ),
             "runs": args.runs,
             "quick": args.quick,
             "interrupted": interrupted,
-            "targets": {t.name: {"label": t.label, "persistent": t.persistent, "protocol": t.protocol,
-                                 "notes": t.notes} for t in targets},
+            "targets": {
+                t.name: {
+                    "label": t.label,
+                    "persistent": t.persistent,
+                    "protocol": t.protocol,
+                    "notes": t.notes,
+                }
+                for t in targets
+            },
             "scenarios": args.scenarios,
             "sizes": sizes,
             "trace": {"path": os.path.relpath(args.trace, REPO), "ops": bench.trace_ops},
@@ -593,6 +788,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "results": bench.results,
         "errors": errors,
+        "warnings": warnings,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
@@ -602,6 +798,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(bench.work, ignore_errors=True)
     print(table(summary, sizes))
     print(f"\n{args.runs} run(s), medians; {doc['meta']['duration_s']:.0f} s; wrote {args.out}")
+    if warnings:
+        print(f"\n{len(warnings)} warning(s) (findings, not failures):", file=sys.stderr)
+        for w in warnings[:40]:
+            print("  " + w[:300], file=sys.stderr)
     if errors:
         print(f"\n{len(errors)} ERROR(S):", file=sys.stderr)
         for e in errors[:40]:

@@ -67,14 +67,35 @@ class Target:
 def _collab(db: str | None) -> Callable[[int, Path], list[str]]:
     def command(port: int, data: Path) -> list[str]:
         path = db if db is not None else str(data / "collab.db")
-        return [main_python(), "-m", "collab", "serve", "--host", "127.0.0.1", "--port", str(port),
-                "--db", path, "--log-level", "warning"]
+        return [
+            main_python(),
+            "-m",
+            "collab",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--db",
+            path,
+            "--log-level",
+            "warning",
+        ]
 
     return command
 
 
 def _collab_compact(data: Path) -> list[str]:
-    return [main_python(), "-m", "collab", "docs", "compact", "--all", "--db", str(data / "collab.db")]
+    return [
+        main_python(),
+        "-m",
+        "collab",
+        "docs",
+        "compact",
+        "--all",
+        "--db",
+        str(data / "collab.db"),
+    ]
 
 
 def _node(script: str, *args: str) -> Callable[[int, Path], list[str]]:
@@ -152,8 +173,11 @@ TARGETS: dict[str, Target] = {
             protocol="yws",
             persistent=True,
             command=_node(YWS_SERVER),
-            env=lambda port, data: {"HOST": "127.0.0.1", "PORT": str(port),
-                                    "YPERSISTENCE": str(data / "leveldb")},
+            env=lambda port, data: {
+                "HOST": "127.0.0.1",
+                "PORT": str(port),
+                "YPERSISTENCE": str(data / "leveldb"),
+            },
             cwd=PEERS_DIR,
             stop_signal=signal.SIGTERM,
             needs=(PEERS_DIR / "node_modules",),
@@ -163,8 +187,14 @@ TARGETS: dict[str, Target] = {
             label="pycrdt-websocket, in memory",
             protocol="yws",
             persistent=False,
-            command=lambda port, data: [str(PEERS_PYTHON), "-m", "hypercorn", "--bind",
-                                        f"127.0.0.1:{port}", "pycrdt_ws_app:app"],
+            command=lambda port, data: [
+                str(PEERS_PYTHON),
+                "-m",
+                "hypercorn",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "pycrdt_ws_app:app",
+            ],
             env=lambda port, data: {"BENCH_PYCRDT_DB": ""},
             scenarios=NO_COLDLOAD,
             needs=(PEERS_PYTHON,),
@@ -174,8 +204,14 @@ TARGETS: dict[str, Target] = {
             label="pycrdt-websocket + SQLite",
             protocol="yws",
             persistent=True,
-            command=lambda port, data: [str(PEERS_PYTHON), "-m", "hypercorn", "--bind",
-                                        f"127.0.0.1:{port}", "pycrdt_ws_app:app"],
+            command=lambda port, data: [
+                str(PEERS_PYTHON),
+                "-m",
+                "hypercorn",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "pycrdt_ws_app:app",
+            ],
             env=lambda port, data: {"BENCH_PYCRDT_DB": str(data / "pycrdt.db")},
             needs=(PEERS_PYTHON,),
         ),
@@ -184,8 +220,14 @@ TARGETS: dict[str, Target] = {
             label="limit: echo app, hypercorn",
             protocol="echo",
             persistent=False,
-            command=lambda port, data: [main_python(), "-m", "hypercorn", "--bind",
-                                        f"127.0.0.1:{port}", "echo_app:app"],
+            command=lambda port, data: [
+                main_python(),
+                "-m",
+                "hypercorn",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "echo_app:app",
+            ],
             scenarios=ECHO_ONLY,
             notes="same interpreter and hypercorn as collab",
         ),
@@ -194,9 +236,19 @@ TARGETS: dict[str, Target] = {
             label="limit: echo app, uvicorn",
             protocol="echo",
             persistent=False,
-            command=lambda port, data: [str(PEERS_PYTHON), "-m", "uvicorn", "--host", "127.0.0.1",
-                                        "--port", str(port), "--no-access-log",
-                                        "--log-level", "warning", "echo_app:app"],
+            command=lambda port, data: [
+                str(PEERS_PYTHON),
+                "-m",
+                "uvicorn",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "echo_app:app",
+            ],
             scenarios=ECHO_ONLY,
             needs=(PEERS_PYTHON,),
             notes="uvicorn[standard]: uvloop, httptools, websockets",
@@ -244,7 +296,9 @@ class ServerProcess:
         env.setdefault("NODE_ENV", "production")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
-        self._log.write(f"--- start {' '.join(self.target.command(self.port, self.data))}\n".encode())
+        self._log.write(
+            f"--- start {' '.join(self.target.command(self.port, self.data))}\n".encode()
+        )
         self._log.flush()
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
@@ -260,13 +314,17 @@ class ServerProcess:
         deadline = self.started_at + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.target.name} exited with {self.proc.returncode} on start:\n"
-                                   + self.log_tail())
+                raise RuntimeError(
+                    f"{self.target.name} exited with {self.proc.returncode} on start:\n"
+                    + self.log_tail()
+                )
             if self._ready():
                 break
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"{self.target.name} not ready after {timeout} s:\n" + self.log_tail())
+                raise RuntimeError(
+                    f"{self.target.name} not ready after {timeout} s:\n" + self.log_tail()
+                )
             time.sleep(0.05)
         self.ready_s = time.monotonic() - self.started_at
         return self
@@ -280,8 +338,9 @@ class ServerProcess:
         if self.target.ready_path is None:
             return True
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{self.target.ready_path}",
-                                        timeout=2) as r:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.port}{self.target.ready_path}", timeout=2
+            ) as r:
                 return bool(r.status == 200)
         except OSError:
             return False
@@ -291,8 +350,9 @@ class ServerProcess:
         if self.target.stats_path is None:
             return None
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{self.target.stats_path}",
-                                        timeout=5) as r:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.port}{self.target.stats_path}", timeout=5
+            ) as r:
                 if r.status != 200:
                     return None
                 return json.loads(r.read())  # type: ignore[no-any-return]
@@ -307,7 +367,9 @@ class ServerProcess:
                 self.proc.send_signal(self.target.stop_signal)
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self._log_line(f"--- no exit {timeout} s after signal {self.target.stop_signal}: killing")
+                self._log_line(
+                    f"--- no exit {timeout} s after signal {self.target.stop_signal}: killing"
+                )
         self._kill_group()
         _LIVE.discard(self)
         if self._log is not None:
@@ -350,7 +412,7 @@ def kill_all() -> None:
 
 
 def proc_sample(pid: int) -> dict[str, float]:
-    """CPU seconds (utime+stime, plus reaped children) and VmRSS of a process and its descendants."""
+    """CPU seconds (utime+stime, plus reaped children) and VmRSS of a process and descendants."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -376,7 +438,7 @@ def _stat(pid: int) -> tuple[int, int] | None:
             s = f.read()
     except OSError:
         return None
-    rest = s[s.rindex(")") + 2:].split()
+    rest = s[s.rindex(")") + 2 :].split()
     return int(rest[1]), int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
 
 

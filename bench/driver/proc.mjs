@@ -66,20 +66,32 @@ export function driverCpuS () {
 
 /** Total size in bytes of the files under `dir` (0 if missing). */
 export function dirBytes (dir) {
-  if (!dir) return 0
-  let total = 0
-  let entries
-  try {
-    entries = readdirSync(dir, { withFileTypes: true })
-  } catch {
-    return 0
-  }
-  for (const e of entries) {
-    const p = join(dir, e.name)
-    if (e.isDirectory()) total += dirBytes(p)
-    else {
-      try { total += statSync(p).size } catch {}
+  return dirState(dir).bytes
+}
+
+/** Size and newest modification time of the files under `dir` (a store may rewrite pages in place). */
+export function dirState (dir) {
+  const state = { bytes: 0, mtimeMs: 0 }
+  if (!dir) return state
+  const walk = (d) => {
+    let entries
+    try {
+      entries = readdirSync(d, { withFileTypes: true })
+    } catch {
+      return
+    }
+    for (const e of entries) {
+      const p = join(d, e.name)
+      if (e.isDirectory()) walk(p)
+      else {
+        try {
+          const st = statSync(p)
+          state.bytes += st.size
+          if (st.mtimeMs > state.mtimeMs) state.mtimeMs = st.mtimeMs
+        } catch {}
+      }
     }
   }
-  return total
+  walk(dir)
+  return state
 }
