@@ -10,11 +10,32 @@ from typing import Any
 import anyio
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
+from hypercorn.protocol import ws_stream
+from wsproto.extensions import PerMessageDeflate
 
 from collab.app import CollabApp, build_app
 from collab.config import Settings
 
 log = logging.getLogger("collab")
+
+
+class _DeclineDeflate(PerMessageDeflate):
+    """A permessage-deflate extension that declines every offer.
+
+    hypercorn accepts permessage-deflate whenever a client offers it, and every browser and
+    the Node ``ws`` client do. For Yjs traffic that is a poor trade: the updates are small
+    binary diffs, and each connection would hold a zlib compressor and decompressor (about
+    300 KiB, measured with tracemalloc) and spend CPU on every frame. y-websocket's and
+    Hocuspocus's servers do not compress either. hypercorn has no setting for it, so
+    ``collab serve`` swaps in this class (see ``_disable_compression``).
+    """
+
+    def accept(self, offer: str) -> None:
+        return None
+
+
+def _disable_compression() -> None:
+    ws_stream.PerMessageDeflate = _DeclineDeflate  # type: ignore[attr-defined]
 
 
 def hypercorn_config(settings: Settings) -> Config:
@@ -50,6 +71,7 @@ async def serve(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM, then close peers and commit every pending update."""
     app = build_app(settings)
     _quiet_cancelled_connections(app)
+    _disable_compression()
 
     async def shutdown_trigger() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -255,3 +255,10 @@ async def test_invalid_update_is_never_stored(server: ServerProcess) -> None:
     server.stop()
     with sqlite3.connect(server.db_path) as db:
         assert db.execute("SELECT count(*) FROM updates").fetchone()[0] == 0
+
+
+async def test_permessage_deflate_is_declined(server: ServerProcess) -> None:
+    # websockets offers permessage-deflate by default, as browsers and Node's ws do.
+    async with connect(server.url("plain"), compression="deflate") as ws:
+        assert ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
