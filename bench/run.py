@@ -70,8 +70,8 @@ FULL: dict[str, Any] = {
     # A store counts as done once its files have not changed for this long ...
     "settle_quiet_ms": 1500,
     # ... waiting at most this long after a replay, and after building a cold-load document.
-    "replay_settle_timeout_s": 60,
-    "build_settle_timeout_s": 180,
+    "replay_settle_timeout_s": 30,
+    "build_settle_timeout_s": 120,
     "idle_settle_ms": 1500,
 }
 QUICK: dict[str, Any] = {
@@ -446,6 +446,8 @@ def summarize(
             "deliveries_per_s": tp.get("deliveries_per_s"),
             "throughput_server_cpu_pct": tp.get("server_cpu_pct"),
             "throughput_p99_ms": _get(tp, "latency_ms", "p99"),
+            "throughput_driver_cpu_pct": tp.get("driver_cpu_pct"),
+            "throughput_other_cpu_pct": tp.get("other_cpu_pct"),
             "rss_per_idle_conn_kib": idle.get("rss_per_conn_kib"),
             "connect_1000_s": idle.get("connect_all_s"),
             "replay_s": rep.get("total_s"),
@@ -488,6 +490,37 @@ def summarize(
         )
         out[name] = s
     return out
+
+
+def ratios(summary: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """The comparisons the issue's targets are stated in (None where a side is missing)."""
+
+    def ratio(a: str, b: str, key: str) -> float | None:
+        x, y = _get(summary, a, key), _get(summary, b, key)
+        return (
+            round(x / y, 2)
+            if isinstance(x, int | float) and isinstance(y, int | float) and y
+            else None
+        )
+
+    return {
+        "collab_vs_hocuspocus_sqlite_deliveries_per_cpu_s": ratio(
+            "collab", "hocuspocus-sqlite", "deliveries_per_cpu_s"
+        ),
+        "collab_vs_pycrdt_websocket_sqlite_deliveries_per_cpu_s": ratio(
+            "collab", "pycrdt-websocket-sqlite", "deliveries_per_cpu_s"
+        ),
+        "collab_vs_ywebsocket_fanout_64_p99": ratio("collab", "ywebsocket", "fanout_64_p99_ms"),
+        "collab_vs_echo_hypercorn_deliveries_per_cpu_s": ratio(
+            "collab", "echo-hypercorn", "deliveries_per_cpu_s"
+        ),
+        "echo_uvicorn_vs_hypercorn_deliveries_per_cpu_s": ratio(
+            "echo-uvicorn", "echo-hypercorn", "deliveries_per_cpu_s"
+        ),
+        "echo_uvicorn_vs_hypercorn_deliveries_per_s": ratio(
+            "echo-uvicorn", "echo-hypercorn", "deliveries_per_s"
+        ),
+    }
 
 
 def _fmt(v: Any, digits: int = 1) -> str:
@@ -536,6 +569,12 @@ def table(summary: dict[str, dict[str, Any]], sizes: dict[str, Any]) -> str:
             ),
         ),
         ("update→commit p99 (ms)", lambda s: _fmt(s["commit_p99_ms"])),
+        (
+            "driver / others' CPU % (tp)",
+            lambda s: " / ".join(
+                _fmt(s[k], 0) for k in ("throughput_driver_cpu_pct", "throughput_other_cpu_pct")
+            ),
+        ),
         ("missed / errors", lambda s: f"{s['missed']} / {s['errors']}"),
     ]
     lines = ["| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
@@ -692,6 +731,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="seconds before a replay stops and reports what it did",
     )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="override one size, e.g. --set fanout_clients=[64] --set tp_duration_ms=5000",
+    )
     args = p.parse_args(argv)
     names = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = [n for n in names if n not in TARGETS]
@@ -732,6 +778,12 @@ def main(argv: list[str] | None = None) -> int:
     sizes = dict(QUICK if args.quick else FULL)
     if args.replay_time_limit is not None:
         sizes["replay_time_limit_s"] = args.replay_time_limit
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in sizes:
+            print(f"bench/run.py: --set {key}: unknown; one of {', '.join(sizes)}", file=sys.stderr)
+            return 2
+        sizes[key] = json.loads(value)
 
     bench = Bench(args, targets, sizes)
     bench.work.mkdir(parents=True, exist_ok=True)
@@ -786,6 +838,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_avg_end": os.getloadavg(),
         },
         "summary": summary,
+        "ratios": ratios(summary),
         "results": bench.results,
         "errors": errors,
         "warnings": warnings,
@@ -797,6 +850,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.keep_data:
         shutil.rmtree(bench.work, ignore_errors=True)
     print(table(summary, sizes))
+    known = {k: v for k, v in doc["ratios"].items() if v is not None}
+    if known:
+        print("\n" + "\n".join(f"{k}: {v}" for k, v in known.items()))
     print(f"\n{args.runs} run(s), medians; {doc['meta']['duration_s']:.0f} s; wrote {args.out}")
     if warnings:
         print(f"\n{len(warnings)} warning(s) (findings, not failures):", file=sys.stderr)

@@ -46,8 +46,9 @@ class Target:
     #: Extra environment from (port, data dir).
     env: Callable[[int, Path], dict[str, str]] = lambda port, data: {}
     cwd: Path = BENCH
-    #: Signal for a graceful stop (hypercorn and collab flush on SIGINT).
-    stop_signal: int = signal.SIGINT
+    #: Signal for a graceful stop. SIGTERM, which every target handles: a shell that starts
+    #: a job in the background makes it ignore SIGINT.
+    stop_signal: int = signal.SIGTERM
     #: Scenarios this target takes part in.
     scenarios: frozenset[str] = frozenset({"fanout", "throughput", "idle", "replay", "coldload"})
     #: What must be installed first (checked by `missing`).
@@ -141,7 +142,6 @@ TARGETS: dict[str, Target] = {
             persistent=True,
             command=_node("hocuspocus.mjs", "--port", "{port}", "--sqlite", "{data}/hocuspocus.db"),
             cwd=PEERS_DIR,
-            stop_signal=signal.SIGTERM,
             needs=(PEERS_DIR / "node_modules",),
         ),
         Target(
@@ -151,7 +151,6 @@ TARGETS: dict[str, Target] = {
             persistent=False,
             command=_node("hocuspocus.mjs", "--port", "{port}"),
             cwd=PEERS_DIR,
-            stop_signal=signal.SIGTERM,
             scenarios=NO_COLDLOAD,
             needs=(PEERS_DIR / "node_modules",),
         ),
@@ -163,7 +162,6 @@ TARGETS: dict[str, Target] = {
             command=_node(YWS_SERVER),
             env=lambda port, data: {"HOST": "127.0.0.1", "PORT": str(port)},
             cwd=PEERS_DIR,
-            stop_signal=signal.SIGTERM,
             scenarios=NO_COLDLOAD,
             needs=(PEERS_DIR / "node_modules",),
         ),
@@ -179,7 +177,6 @@ TARGETS: dict[str, Target] = {
                 "YPERSISTENCE": str(data / "leveldb"),
             },
             cwd=PEERS_DIR,
-            stop_signal=signal.SIGTERM,
             needs=(PEERS_DIR / "node_modules",),
         ),
         Target(

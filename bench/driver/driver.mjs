@@ -73,11 +73,16 @@ function percentiles (values) {
 function cpuWindow (s0, s1, d0, d1) {
   const wall = (s1.t - s0.t) / 1000
   const cpu = s1.cpuS - s0.cpuS
+  const busy = s1.busyS - s0.busyS
   return {
     wall_s: round(wall, 3),
     server_cpu_s: round(cpu, 3),
     server_cpu_pct: round((100 * cpu) / wall, 1),
     driver_cpu_pct: round((100 * (d1 - d0)) / wall, 1),
+    // The whole machine's busy CPU (100 = one core), and what neither server nor driver used:
+    // other people's work on a shared machine, which makes a run noisy.
+    machine_cpu_pct: round((100 * busy) / wall, 1),
+    other_cpu_pct: round((100 * (busy - cpu - (d1 - d0))) / wall, 1),
     server_rss_kib: s1.rssKiB
   }
 }
@@ -419,6 +424,18 @@ async function coldloadBuild () {
 async function coldloadMeasure () {
   const trace = loadTrace(cfg.trace)
   const out = {}
+  // The first connection to a fresh process also pays for its warm-up (lazy imports, JIT,
+  // opening the database): do that on an empty room first, and report it apart.
+  const warm = newClient(`warmup-${Date.now()}`, { awareness: false })
+  const tw = now()
+  try {
+    await warm.connect(cfg.connect_timeout_ms ?? 60000)
+  } catch (err) {
+    onError(`coldload warm-up: ${err.message}`)
+  }
+  const warmupMs = round(now() - tw, 3)
+  warm.close()
+  await warm.closed()
   for (const doc of cfg.docs) {
     const want = expectedText(trace, Math.min(doc.ops, trace.ops.length))
     const c = newClient(doc.room, { awareness: false })
@@ -450,7 +467,7 @@ async function coldloadMeasure () {
     c.close()
     await c.closed()
   }
-  return { docs: out }
+  return { warmup_ms: warmupMs, docs: out }
 }
 
 const scenarios = { fanout, throughput, idle, replay, coldload_build: coldloadBuild, coldload_measure: coldloadMeasure }

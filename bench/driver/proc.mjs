@@ -40,6 +40,17 @@ function rssKiB (pid) {
   }
 }
 
+/** Busy CPU seconds of the whole machine, all cores (/proc/stat, user..steal without idle). */
+function machineBusyS (clkTck) {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number)
+    // user nice system idle iowait irq softirq steal
+    return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / clkTck
+  } catch {
+    return 0
+  }
+}
+
 /**
  * A snapshot of the server process tree.
  * @param {number|null} pid
@@ -47,7 +58,8 @@ function rssKiB (pid) {
  */
 export function sample (pid, clkTck) {
   const t = performance.now()
-  if (!pid) return { t, cpuS: 0, rssKiB: 0 }
+  const busyS = machineBusyS(clkTck)
+  if (!pid) return { t, cpuS: 0, rssKiB: 0, busyS }
   let ticks = 0
   let rss = 0
   for (const p of descendants(pid)) {
@@ -55,7 +67,7 @@ export function sample (pid, clkTck) {
     if (st !== null) ticks += st.ticks
     rss += rssKiB(p)
   }
-  return { t, cpuS: ticks / clkTck, rssKiB: rss }
+  return { t, cpuS: ticks / clkTck, rssKiB: rss, busyS }
 }
 
 /** Driver CPU seconds so far (this Node process). */
