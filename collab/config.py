@@ -34,6 +34,13 @@ class Settings:
     compact_rows: int = 500
     #: ... or more than this many bytes of updates.
     compact_bytes: int = 1024 * 1024
+    #: Seconds raw updates are kept after compaction, so a document can be read (and
+    #: restored) as it was at any time within them; 0 keeps none. Costs about the size of
+    #: the uncompacted log of that period (docs/storage.md).
+    retention: float = 7 * 24 * 3600.0
+    #: SQLite ``PRAGMA synchronous`` with WAL: ``NORMAL`` survives a process crash,
+    #: ``FULL`` also a power loss, at an fsync per group commit (docs/storage.md).
+    synchronous: str = "NORMAL"
     #: Python logging level name.
     log_level: str = "info"
 

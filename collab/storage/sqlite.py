@@ -13,11 +13,32 @@ If a commit fails the batch stays queued and is retried with backoff; nothing is
 acknowledged until it is on disk. A document's load first waits for its own queued
 updates, so an unload followed by a quick reload never misses a write.
 
+Compaction. The log counts, per document, the raw rows appended since its last compaction.
+Past ``compact_rows`` rows or ``compact_bytes`` bytes, a background task compacts it in
+three steps: read the rows up to seq N (under the limiter, a short read), squash them into
+one update in a worker thread *without* the limiter (group commits go on meanwhile), then
+swap in one transaction: check that the rows up to N and the epoch are what was read
+(else skip: someone else compacted or deleted), move the raw rows to ``history``, delete
+rows up to N and insert the squashed row with seq N. Rows appended meanwhile have seqs
+above N and are untouched. A crash before COMMIT leaves the old rows, after it the new.
+
+History. Raw rows stay in ``history`` for ``retention`` seconds; then they are squashed into
+the document's one ``checkpoints`` row (its *base*: every update up to the newest one it
+covers) and ``documents.history_from`` records the earliest time the document can still be
+read at. The invariant that makes "the document at time T" the merge of every stored blob
+created at or before T, for any T >= history_from: each update is either a raw row
+(log or history) or inside a blob created no later than history_from. Compaction and
+pruning keep it; see ``_swap_compaction`` and ``_swap_prune``.
+
+Writers in other processes (the admin CLI) take the write lock with ``BEGIN IMMEDIATE``
+and wait for it up to ``BUSY_TIMEOUT_MS``; a read-then-write transaction started with a
+plain ``BEGIN`` could fail at once with SQLITE_BUSY under WAL instead of waiting.
+
 Durability (``PRAGMA synchronous``, see https://sqlite.org/pragma.html#pragma_synchronous):
 with WAL and ``NORMAL`` (the default) a committed transaction survives a crash or kill of
 the process; a power loss or OS crash may roll back the last transactions before the
 WAL's next checkpoint. ``FULL`` also survives power loss at the cost of an fsync per
-group commit.
+group commit. docs/storage.md has the measured costs.
 """
 
 from __future__ import annotations
@@ -25,25 +46,40 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections import defaultdict
-from collections.abc import AsyncGenerator, Callable
-from contextlib import asynccontextmanager
+from collections import OrderedDict, defaultdict
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio import AsyncContextManagerMixin, CapacityLimiter, to_thread
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from collab.errors import StoreError
-from collab.storage.base import StoredDoc
+from collab.errors import CollabError, DocumentNotFoundError, StoreError
+from collab.storage.base import DocVersion, StoredDoc
+from collab.storage.merge import build, encode_state_vector, squash
+
+if TYPE_CHECKING:
+    from collab.config import Settings
 
 log = logging.getLogger("collab.storage")
 
 #: How long a connection waits for another process's write lock (the admin CLI, say).
 BUSY_TIMEOUT_MS = 5000
+#: Rows the WAL may grow to before SQLite copies it back into the database (the default).
+#: A checkpoint never waits for readers; a reader that stays open blocks only the reset.
+WAL_AUTOCHECKPOINT_PAGES = 1000
+#: How often a server looks for history older than the retention window, in seconds.
+PRUNE_INTERVAL = 3600.0
+#: How many documents' compaction counters a log keeps in memory; others are recounted.
+TRACKED_ROOMS = 10_000
+#: Default retention of raw history, in seconds (7 days).
+DEFAULT_RETENTION = 7 * 24 * 3600.0
+#: Names per ``IN (...)`` query; SQLite allows at least 999 parameters.
+_NAMES_PER_QUERY = 500
 
 migrations = Migrations("collab")
 
@@ -78,26 +114,135 @@ def _create_tables(db: Database) -> None:
     )
 
 
-def connect(path: Path | str, *, synchronous: str = "NORMAL") -> Database:
+@migrations(name="0002_history_checkpoints_epochs")
+def _add_history(db: Database) -> None:
+    # generation: bumped by appends from other processes (restore, import).
+    db.execute("ALTER TABLE documents ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
+    # deleted_at: set by ``collab docs delete``, cleared by the next append.
+    db.execute("ALTER TABLE documents ADD COLUMN deleted_at REAL")
+    # history_from: the earliest time the document can be read at; NULL = any time.
+    db.execute("ALTER TABLE documents ADD COLUMN history_from REAL")
+    # Raw updates moved out of the log by compaction, kept for the retention window.
+    db.execute(
+        """
+        CREATE TABLE history (
+            doc_id INTEGER NOT NULL REFERENCES documents(id),
+            seq INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (doc_id, seq)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("CREATE INDEX history_by_time ON history (created_at)")
+    # At most one per document: every update pruned from history, squashed. created_at is
+    # the time of the newest update it covers.
+    db.execute(
+        """
+        CREATE TABLE checkpoints (
+            doc_id INTEGER PRIMARY KEY REFERENCES documents(id),
+            data BLOB NOT NULL,
+            created_at REAL NOT NULL,
+            merged INTEGER NOT NULL
+        )
+        """
+    )
+    # The state vector each deleted or replaced epoch had reached (rooms detect stale
+    # clients with it).
+    db.execute(
+        """
+        CREATE TABLE retired_epochs (
+            doc_id INTEGER NOT NULL REFERENCES documents(id),
+            epoch INTEGER NOT NULL,
+            state_vector BLOB NOT NULL,
+            retired_at REAL NOT NULL,
+            PRIMARY KEY (doc_id, epoch)
+        ) WITHOUT ROWID
+        """
+    )
+
+
+# -- connections and transactions ---------------------------------------------------
+
+
+def connect(path: Path | str, *, synchronous: str = "NORMAL", create: bool = True) -> Database:
     """Open (creating if needed) a collab database, with its pragmas set and schema current.
 
+    :param create: if false, a missing file is an error instead of a new database.
     :raises StoreError: the file cannot be opened or is not a collab database.
     """
     path = str(path)
     if path != ":memory:":
+        if not create and not Path(path).is_file():
+            raise StoreError(f"no database at {path!r}")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     try:
-        conn = sqlite3.connect(path, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+        # isolation_level=None: no implicit transactions; every one is explicit below.
+        conn = sqlite3.connect(
+            path, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+        )
         db = Database(conn)
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if path != ":memory:":
             db.execute("PRAGMA journal_mode = WAL")
         db.execute(f"PRAGMA synchronous = {synchronous}")
+        db.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
         db.execute("PRAGMA foreign_keys = ON")
-        migrations.apply(db)
+        if migrations.pending(db):
+            # Under the write lock, so a server and a CLI opening an old file at the same
+            # moment do not both try to migrate it.
+            with write_transaction(db):
+                migrations.apply(db)
     except sqlite3.DatabaseError as e:
         raise StoreError(f"cannot open database {path!r}: {e}") from e
     return db
+
+
+@contextmanager
+def write_transaction(db: Database) -> Iterator[Database]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``: take the write lock first, waiting for it."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if db.conn.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+@contextmanager
+def read_transaction(db: Database) -> Iterator[Database]:
+    """One consistent snapshot for several SELECTs (WAL: never blocks writers)."""
+    db.execute("BEGIN")
+    try:
+        yield db
+    finally:
+        if db.conn.in_transaction:
+            db.execute("COMMIT")
+
+
+# -- reading ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DocRow:
+    id: int
+    name: str
+    epoch: int
+    generation: int
+    deleted_at: float | None
+    history_from: float | None
+    updated_at: float
+
+
+def doc_row(db: Database, room: str) -> DocRow | None:
+    row = db.execute(
+        "SELECT id, name, epoch, generation, deleted_at, history_from, updated_at"
+        " FROM documents WHERE name = ?",
+        [room],
+    ).fetchone()
+    return None if row is None else DocRow(*row)
 
 
 def doc_id(db: Database, room: str, *, create: bool) -> int | None:
@@ -113,47 +258,155 @@ def doc_id(db: Database, room: str, *, create: bool) -> int | None:
     return int(cursor.lastrowid or 0)
 
 
-def read_doc(db: Database, room: str) -> StoredDoc:
-    """Read one document's log, oldest first."""
-    row = db.execute("SELECT id, epoch FROM documents WHERE name = ?", [room]).fetchone()
+def existing_doc(db: Database, room: str) -> DocRow:
+    """The document's row, if it exists and is not deleted.
+
+    :raises DocumentNotFoundError: no such document, or it was deleted.
+    """
+    row = doc_row(db, room)
     if row is None:
-        return StoredDoc(updates=[], epoch=0)
-    rows = db.execute("SELECT data FROM updates WHERE doc_id = ? ORDER BY seq", [row[0]])
-    return StoredDoc(updates=[bytes(r[0]) for r in rows], epoch=int(row[1]))
+        raise DocumentNotFoundError(f"no document named {room!r}")
+    if row.deleted_at is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.deleted_at))
+        raise DocumentNotFoundError(f"document {room!r} was deleted at {when}")
+    return row
 
 
-def list_docs(db: Database, limit: int | None = None, order: str = "updated_at") -> list[dict[str, Any]]:
-    """Documents with their size, most recently changed first."""
-    orders = {
-        "updated_at": "d.updated_at DESC",
-        "name": "d.name",
-        "bytes": "bytes DESC",
-        "updates": "updates DESC",
-    }
+@dataclass(frozen=True, slots=True)
+class _LogRead:
+    stored: StoredDoc
+    #: Raw rows (and their bytes) since the last compaction.
+    tail_rows: int
+    tail_bytes: int
+
+
+def _read_log(db: Database, room: str) -> _LogRead:
+    with read_transaction(db):
+        row = doc_row(db, room)
+        if row is None:
+            return _LogRead(StoredDoc(updates=[]), 0, 0)
+        rows = db.execute(
+            "SELECT data, merged FROM updates WHERE doc_id = ? ORDER BY seq", [row.id]
+        ).fetchall()
+        retired = db.execute(
+            "SELECT state_vector FROM retired_epochs WHERE doc_id = ? ORDER BY epoch", [row.id]
+        ).fetchall()
+    updates = [bytes(r[0]) for r in rows]
+    raw = [u for u, (_, merged) in zip(updates, rows, strict=True) if merged == 1]
+    stored = StoredDoc(
+        updates=updates,
+        epoch=row.epoch,
+        generation=row.generation,
+        retired_state_vectors=[bytes(r[0]) for r in retired],
+    )
+    return _LogRead(stored, len(raw), sum(map(len, raw)))
+
+
+def read_doc(db: Database, room: str) -> StoredDoc:
+    """Read one document's log, oldest first, with its epoch and retired state vectors."""
+    return _read_log(db, room).stored
+
+
+def read_versions(db: Database, rooms: Iterable[str]) -> dict[str, DocVersion]:
+    """The epoch and generation of each room (``DocVersion()`` for unknown names)."""
+    names = list(dict.fromkeys(rooms))
+    found: dict[str, DocVersion] = {}
+    for start in range(0, len(names), _NAMES_PER_QUERY):
+        chunk = names[start : start + _NAMES_PER_QUERY]
+        marks = ",".join("?" * len(chunk))
+        for name, epoch, generation in db.execute(
+            f"SELECT name, epoch, generation FROM documents WHERE name IN ({marks})", chunk
+        ):
+            found[name] = DocVersion(epoch, generation)
+    return {name: found.get(name, DocVersion()) for name in names}
+
+
+#: ``collab docs list --sort`` keys and their SQL.
+LIST_ORDERS = {
+    "updated_at": "d.updated_at DESC",
+    "name": "d.name",
+    "bytes": "bytes DESC",
+    "updates": "updates DESC",
+    "history": "history_bytes DESC",
+}
+
+
+def list_docs(
+    db: Database,
+    limit: int | None = None,
+    order: str = "updated_at",
+    *,
+    include_deleted: bool = False,
+) -> list[dict[str, Any]]:
+    """Documents with their size, most recently changed first.
+
+    ``bytes`` and ``rows`` count the log a load reads; ``updates`` is how many updates it
+    stands for; ``history_bytes`` is what the retention window keeps besides.
+    """
     sql = f"""
         SELECT d.name, d.updated_at, d.created_at, d.epoch,
-               coalesce(sum(length(u.data)), 0) AS bytes,
-               coalesce(sum(u.merged), 0) AS updates,
-               count(u.seq) AS rows
-        FROM documents d LEFT JOIN updates u ON u.doc_id = d.id
-        GROUP BY d.id ORDER BY {orders[order]}
+               coalesce(u.bytes, 0) AS bytes,
+               coalesce(u.updates, 0) AS updates,
+               coalesce(u.rows, 0) AS rows,
+               coalesce(h.bytes, 0) + coalesce(c.bytes, 0) AS history_bytes,
+               d.deleted_at
+        FROM documents d
+        LEFT JOIN (SELECT doc_id, sum(length(data)) AS bytes, sum(merged) AS updates,
+                          count(*) AS rows
+                   FROM updates GROUP BY doc_id) u ON u.doc_id = d.id
+        LEFT JOIN (SELECT doc_id, sum(length(data)) AS bytes FROM history GROUP BY doc_id) h
+               ON h.doc_id = d.id
+        LEFT JOIN (SELECT doc_id, length(data) AS bytes FROM checkpoints) c ON c.doc_id = d.id
+        {"" if include_deleted else "WHERE d.deleted_at IS NULL"}
+        ORDER BY {LIST_ORDERS[order]}, d.name
     """
     params: list[Any] = []
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
-    columns = ["name", "updated_at", "created_at", "epoch", "bytes", "updates", "rows"]
+    columns = ["name", "updated_at", "created_at", "epoch", "bytes", "updates", "rows",
+               "history_bytes", "deleted_at"]
     return [dict(zip(columns, row, strict=True)) for row in db.execute(sql, params)]
 
 
-def append_updates(db: Database, batch: list[tuple[str, bytes, float]]) -> None:
-    """Append ``(room, update, received_at)`` rows in one transaction."""
-    by_room: dict[str, list[tuple[bytes, float]]] = defaultdict(list)
-    for room, update, received_at in batch:
-        by_room[room].append((update, received_at))
-    with db.atomic():
-        for room, rows in by_room.items():
-            id_ = doc_id(db, room, create=True)
+# -- appending ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    #: ``(room, epoch)`` of updates refused because the document's epoch moved on.
+    stale: list[tuple[str, int]]
+    #: For the rooms asked about: raw rows and bytes since the last compaction.
+    tails: dict[str, tuple[int, int]]
+
+
+def append_updates(
+    db: Database,
+    batch: Sequence[tuple[str, bytes, float, int | None]],
+    *,
+    external: bool = False,
+    count: Iterable[str] = (),
+) -> AppendResult:
+    """Append ``(room, update, received_at, epoch)`` rows in one transaction.
+
+    Rows whose ``epoch`` is not the document's current epoch are not written (``None``
+    matches any epoch). ``external`` appends (from another process than the server) bump
+    the document's generation so a running server notices them.
+    """
+    groups: dict[tuple[str, int | None], list[tuple[bytes, float]]] = defaultdict(list)
+    for room, update, received_at, epoch in batch:
+        groups[room, epoch].append((update, received_at))
+    wanted = set(count)
+    stale: list[tuple[str, int]] = []
+    tails: dict[str, tuple[int, int]] = {}
+    with write_transaction(db):
+        for (room, epoch), rows in groups.items():
+            row = db.execute("SELECT id, epoch FROM documents WHERE name = ?", [room]).fetchone()
+            current = 0 if row is None else int(row[1])
+            if epoch is not None and epoch != current:
+                stale.append((room, epoch))
+                continue
+            id_ = int(row[0]) if row is not None else doc_id(db, room, create=True)
             (last,) = db.execute(
                 "SELECT coalesce(max(seq), 0) FROM updates WHERE doc_id = ?", [id_]
             ).fetchone()
@@ -162,8 +415,340 @@ def append_updates(db: Database, batch: list[tuple[str, bytes, float]]) -> None:
                 [(id_, last + i, data, at) for i, (data, at) in enumerate(rows, start=1)],
             )
             db.execute(
-                "UPDATE documents SET updated_at = ? WHERE id = ?", [rows[-1][1], id_]
+                "UPDATE documents SET updated_at = ?, deleted_at = NULL,"
+                " generation = generation + ? WHERE id = ?",
+                [rows[-1][1], 1 if external else 0, id_],
             )
+            if room in wanted:
+                n, size = db.execute(
+                    "SELECT count(*), coalesce(sum(length(data)), 0) FROM updates"
+                    " WHERE doc_id = ? AND merged = 1",
+                    [id_],
+                ).fetchone()
+                tails[room] = (int(n), int(size))
+    return AppendResult(stale, tails)
+
+
+# -- compaction ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionInput:
+    room: str
+    doc_id: int
+    epoch: int
+    #: The seq of the last row read; the squashed row takes it.
+    last_seq: int
+    rows: int
+    merged: int
+    newest: float
+    updates: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionResult:
+    room: str
+    rows_before: int
+    bytes_before: int
+    bytes_after: int
+    #: Raw rows and bytes left after the squashed row (appended while it ran).
+    tail_rows: int
+    tail_bytes: int
+
+
+def read_compaction(db: Database, room: str) -> CompactionInput | None:
+    """Read the rows a compaction of ``room`` would squash, or None if there is nothing to do."""
+    with read_transaction(db):
+        row = doc_row(db, room)
+        if row is None:
+            return None
+        rows = db.execute(
+            "SELECT seq, data, merged, created_at FROM updates WHERE doc_id = ? ORDER BY seq",
+            [row.id],
+        ).fetchall()
+    if len(rows) < 2:
+        return None
+    return CompactionInput(
+        room=room,
+        doc_id=row.id,
+        epoch=row.epoch,
+        last_seq=int(rows[-1][0]),
+        rows=len(rows),
+        merged=sum(int(r[2]) for r in rows),
+        newest=max(float(r[3]) for r in rows),
+        updates=[bytes(r[1]) for r in rows],
+    )
+
+
+def swap_compaction(
+    db: Database, job: CompactionInput, squashed: bytes, *, keep_history: bool = True
+) -> CompactionResult | None:
+    """Replace the rows ``job`` read by ``squashed``, in one transaction.
+
+    Returns None, changing nothing, if those rows or the epoch changed since they were read.
+    """
+    with write_transaction(db):
+        row = db.execute(
+            "SELECT epoch, history_from FROM documents WHERE id = ?", [job.doc_id]
+        ).fetchone()
+        if row is None or int(row[0]) != job.epoch:
+            return None
+        history_from = None if row[1] is None else float(row[1])
+        n, merged = db.execute(
+            "SELECT count(*), coalesce(sum(merged), 0) FROM updates WHERE doc_id = ? AND seq <= ?",
+            [job.doc_id, job.last_seq],
+        ).fetchone()
+        if (n, merged) != (job.rows, job.merged):
+            return None
+        _keep_base(db, job.doc_id, history_from)
+        if keep_history:
+            db.execute(
+                "INSERT INTO history (doc_id, seq, data, created_at)"
+                " SELECT doc_id, seq, data, created_at FROM updates"
+                " WHERE doc_id = ? AND seq <= ? AND merged = 1",
+                [job.doc_id, job.last_seq],
+            )
+        else:
+            # No raw rows are kept: the document can be read back from this row's time on.
+            history_from = max(history_from or job.newest, job.newest)
+            db.execute(
+                "UPDATE documents SET history_from = ? WHERE id = ?", [history_from, job.doc_id]
+            )
+        db.execute(
+            "DELETE FROM updates WHERE doc_id = ? AND seq <= ?", [job.doc_id, job.last_seq]
+        )
+        db.execute(
+            "INSERT INTO updates (doc_id, seq, data, created_at, merged) VALUES (?, ?, ?, ?, ?)",
+            [job.doc_id, job.last_seq, squashed, job.newest, job.merged],
+        )
+        tail_rows, tail_bytes = db.execute(
+            "SELECT count(*), coalesce(sum(length(data)), 0) FROM updates"
+            " WHERE doc_id = ? AND merged = 1",
+            [job.doc_id],
+        ).fetchone()
+    return CompactionResult(
+        room=job.room,
+        rows_before=job.rows,
+        bytes_before=sum(map(len, job.updates)),
+        bytes_after=len(squashed),
+        tail_rows=int(tail_rows),
+        tail_bytes=int(tail_bytes),
+    )
+
+
+def _keep_base(db: Database, doc_id_: int, history_from: float | None) -> None:
+    """Before the first log row is squashed away, save it as the base if history needs it.
+
+    When the document has no base but a history_from, updates older than history_from
+    may live only in the first (squashed) row, which was created no later than
+    history_from. The new squashed row will be newer, so the old one becomes the base.
+    """
+    if history_from is None:
+        return
+    if db.execute("SELECT 1 FROM checkpoints WHERE doc_id = ?", [doc_id_]).fetchone():
+        return
+    first = db.execute(
+        "SELECT data, created_at, merged FROM updates WHERE doc_id = ? ORDER BY seq LIMIT 1",
+        [doc_id_],
+    ).fetchone()
+    if first is not None and int(first[2]) > 1 and float(first[1]) <= history_from:
+        db.execute(
+            "INSERT INTO checkpoints (doc_id, data, created_at, merged) VALUES (?, ?, ?, ?)",
+            [doc_id_, first[0], first[1], first[2]],
+        )
+
+
+# -- retention ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PruneInput:
+    room: str
+    doc_id: int
+    epoch: int
+    cutoff: float
+    base: bytes | None
+    base_created_at: float | None
+    base_merged: int
+    rows: int
+    seq_sum: int
+    newest: float
+    updates: list[bytes]
+
+
+def rooms_with_old_history(db: Database, cutoff: float) -> list[str]:
+    """Documents holding history rows created before ``cutoff``."""
+    return [
+        str(r[0])
+        for r in db.execute(
+            "SELECT name FROM documents WHERE id IN"
+            " (SELECT DISTINCT doc_id FROM history WHERE created_at < ?) ORDER BY name",
+            [cutoff],
+        )
+    ]
+
+
+def read_prune(db: Database, room: str, cutoff: float) -> PruneInput | None:
+    """Read the history rows of ``room`` older than ``cutoff``, and its base, or None."""
+    with read_transaction(db):
+        row = doc_row(db, room)
+        if row is None:
+            return None
+        rows = db.execute(
+            "SELECT seq, data, created_at FROM history WHERE doc_id = ? AND created_at < ?"
+            " ORDER BY seq",
+            [row.id, cutoff],
+        ).fetchall()
+        base = db.execute(
+            "SELECT data, created_at, merged FROM checkpoints WHERE doc_id = ?", [row.id]
+        ).fetchone()
+    if not rows:
+        return None
+    return PruneInput(
+        room=room,
+        doc_id=row.id,
+        epoch=row.epoch,
+        cutoff=cutoff,
+        base=None if base is None else bytes(base[0]),
+        base_created_at=None if base is None else float(base[1]),
+        base_merged=0 if base is None else int(base[2]),
+        rows=len(rows),
+        seq_sum=sum(int(r[0]) for r in rows),
+        newest=max(float(r[2]) for r in rows),
+        updates=[bytes(r[1]) for r in rows],
+    )
+
+
+def squash_prune(job: PruneInput) -> bytes:
+    """The new base: the old one plus the pruned rows, squashed (runs without the lock)."""
+    return squash(([job.base] if job.base is not None else []) + job.updates)
+
+
+def swap_prune(db: Database, job: PruneInput, base: bytes) -> bool:
+    """Fold the pruned rows into the base in one transaction; False if anything changed."""
+    with write_transaction(db):
+        row = db.execute(
+            "SELECT epoch, history_from FROM documents WHERE id = ?", [job.doc_id]
+        ).fetchone()
+        if row is None or int(row[0]) != job.epoch:
+            return False
+        n, seq_sum = db.execute(
+            "SELECT count(*), coalesce(sum(seq), 0) FROM history"
+            " WHERE doc_id = ? AND created_at < ?",
+            [job.doc_id, job.cutoff],
+        ).fetchone()
+        old = db.execute(
+            "SELECT created_at, merged FROM checkpoints WHERE doc_id = ?", [job.doc_id]
+        ).fetchone()
+        old_base = (None, 0) if old is None else (float(old[0]), int(old[1]))
+        if (n, seq_sum) != (job.rows, job.seq_sum):
+            return False
+        if old_base != (job.base_created_at, job.base_merged):
+            return False
+        created_at = max(job.newest, job.base_created_at or job.newest)
+        history_from = max(created_at, float(row[1]) if row[1] is not None else created_at)
+        db.execute(
+            "DELETE FROM history WHERE doc_id = ? AND created_at < ?", [job.doc_id, job.cutoff]
+        )
+        db.execute(
+            "INSERT OR REPLACE INTO checkpoints (doc_id, data, created_at, merged)"
+            " VALUES (?, ?, ?, ?)",
+            [job.doc_id, base, created_at, job.base_merged + job.rows],
+        )
+        db.execute(
+            "UPDATE documents SET history_from = ? WHERE id = ?", [history_from, job.doc_id]
+        )
+        # The base is redundant once the first log row covers it and is no newer: that row
+        # then answers every read at or after history_from by itself.
+        first = db.execute(
+            "SELECT created_at, merged FROM updates WHERE doc_id = ? ORDER BY seq LIMIT 1",
+            [job.doc_id],
+        ).fetchone()
+        if first is not None and int(first[1]) > 1 and float(first[0]) <= created_at:
+            db.execute("DELETE FROM checkpoints WHERE doc_id = ?", [job.doc_id])
+    return True
+
+
+def compact_doc(
+    db: Database, room: str, *, retention: float = DEFAULT_RETENTION, now: float | None = None
+) -> CompactionResult | None:
+    """Compact one document and prune its history, synchronously (the admin CLI's way).
+
+    :raises InvalidUpdateError: a stored update cannot be applied (``collab check`` says which).
+    """
+    result = None
+    job = read_compaction(db, room)
+    if job is not None:
+        result = swap_compaction(db, job, squash(job.updates), keep_history=retention > 0)
+    cutoff = (time.time() if now is None else now) - retention
+    prune = read_prune(db, room, cutoff)
+    if prune is not None:
+        swap_prune(db, prune, squash_prune(prune))
+    return result
+
+
+# -- deleting -----------------------------------------------------------------------
+
+
+def _retire_epoch(db: Database, row: DocRow, now: float) -> int:
+    """Drop every stored row of the document and move it to a new epoch (in a transaction)."""
+    updates = [bytes(r[0]) for r in db.execute(
+        "SELECT data FROM updates WHERE doc_id = ? ORDER BY seq", [row.id]
+    )]
+    # The replayed doc's state vector: what any client that saw this epoch may hold.
+    state_vector = build(updates).get_state() if updates else encode_state_vector({})
+    db.execute(
+        "INSERT OR REPLACE INTO retired_epochs (doc_id, epoch, state_vector, retired_at)"
+        " VALUES (?, ?, ?, ?)",
+        [row.id, row.epoch, state_vector, now],
+    )
+    for table in ("updates", "history", "checkpoints"):
+        db.execute(f"DELETE FROM {table} WHERE doc_id = ?", [row.id])
+    epoch = row.epoch + 1
+    db.execute(
+        "UPDATE documents SET epoch = ?, deleted_at = ?, history_from = NULL, updated_at = ?"
+        " WHERE id = ?",
+        [epoch, now, now, row.id],
+    )
+    return epoch
+
+
+def delete_doc(db: Database, room: str) -> int:
+    """Delete a document's content and history; return its new epoch.
+
+    The document's name stays known with a bumped epoch and the retired epoch's state
+    vector, so clients that still hold the old history are detected (and refused) when
+    they reconnect.
+
+    :raises DocumentNotFoundError: no such document, or it is already deleted.
+    """
+    with write_transaction(db):
+        row = existing_doc(db, room)
+        return _retire_epoch(db, row, time.time())
+
+
+def replace_doc(db: Database, room: str, update: bytes) -> int:
+    """Replace a document's whole content by ``update`` under a new epoch; return it."""
+    now = time.time()
+    with write_transaction(db):
+        row = doc_row(db, room)
+        if row is None:
+            epoch = 0
+            id_ = doc_id(db, room, create=True)
+        else:
+            epoch = _retire_epoch(db, row, now)
+            id_ = row.id
+        db.execute(
+            "INSERT INTO updates (doc_id, seq, data, created_at) VALUES (?, 1, ?, ?)",
+            [id_, update, now],
+        )
+        db.execute(
+            "UPDATE documents SET deleted_at = NULL, updated_at = ? WHERE id = ?", [now, id_]
+        )
+    return epoch
+
+
+# -- the log ------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -171,13 +756,20 @@ class _Pending:
     room: str
     update: bytes
     received_at: float
+    epoch: int | None
 
 
 class SQLiteLog(AsyncContextManagerMixin):
-    """The SQLite :class:`~collab.storage.base.UpdateLog`.
+    """The SQLite :class:`~collab.storage.base.UpdateLog`, with background compaction.
 
     Use as ``async with SQLiteLog(path) as log:``; leaving the block commits everything
     appended so far, even when the surrounding task is being cancelled.
+
+    :param compact_rows: compact a document once this many raw rows follow its last
+        compaction (``Settings.compact_rows``).
+    :param compact_bytes: ... or once they hold this many bytes.
+    :param retention: seconds raw history is kept for point-in-time reads; 0 keeps none.
+    :param prune_interval: how often to look for history older than ``retention``.
     """
 
     def __init__(
@@ -186,10 +778,18 @@ class SQLiteLog(AsyncContextManagerMixin):
         *,
         commit_delay: float = 0.02,
         synchronous: str = "NORMAL",
+        compact_rows: int = 500,
+        compact_bytes: int = 1024 * 1024,
+        retention: float = DEFAULT_RETENTION,
+        prune_interval: float = PRUNE_INTERVAL,
     ) -> None:
         self.path = path
         self.commit_delay = commit_delay
         self.synchronous = synchronous
+        self.compact_rows = compact_rows
+        self.compact_bytes = compact_bytes
+        self.retention = retention
+        self.prune_interval = prune_interval
         self._db: Database | None = None
         self._limiter = CapacityLimiter(1)
         self._pending: list[_Pending] = []
@@ -199,8 +799,27 @@ class SQLiteLog(AsyncContextManagerMixin):
         self._durable_ticket = 0
         self._waiters: list[tuple[int, anyio.Event]] = []
         self._listeners: list[Callable[[int], None]] = []
+        self._stale_listeners: list[Callable[[str, int], None]] = []
         self._closed = False
         self._commit_lock = anyio.Lock()
+        # Compaction: raw rows and bytes since each room's last compaction (an LRU; a room
+        # that fell out is recounted at its next commit), and the rooms waiting for it.
+        self._tails: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._to_compact: dict[str, None] = {}
+        self._compact_wakeup = anyio.Event()
+        self._compacting: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SQLiteLog:
+        """A log configured by ``settings`` (db, commit delay, compaction, retention)."""
+        return cls(
+            settings.db_path,
+            commit_delay=settings.commit_delay,
+            synchronous=settings.synchronous,
+            compact_rows=settings.compact_rows,
+            compact_bytes=settings.compact_bytes,
+            retention=settings.retention,
+        )
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -212,6 +831,8 @@ class SQLiteLog(AsyncContextManagerMixin):
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._writer)
+                tg.start_soon(self._compactor)
+                tg.start_soon(self._pruner)
                 try:
                     yield self
                 finally:
@@ -232,12 +853,15 @@ class SQLiteLog(AsyncContextManagerMixin):
     def on_commit(self, callback: Callable[[int], None]) -> None:
         self._listeners.append(callback)
 
-    def append_nowait(self, room: str, update: bytes) -> int:
+    def on_stale(self, callback: Callable[[str, int], None]) -> None:
+        self._stale_listeners.append(callback)
+
+    def append_nowait(self, room: str, update: bytes, *, epoch: int | None = None) -> int:
         if self._closed:
             raise StoreError("the update log is closed")
         ticket = self._next_ticket
         self._next_ticket += 1
-        self._pending.append(_Pending(room, update, time.time()))
+        self._pending.append(_Pending(room, update, time.time(), epoch))
         self._pending_rooms[room] = ticket
         self._wakeup.set()
         return ticket
@@ -249,14 +873,124 @@ class SQLiteLog(AsyncContextManagerMixin):
         if room in self._pending_rooms:
             await self._wait_for(self._pending_rooms[room])
         try:
-            return await to_thread.run_sync(read_doc, self._database, room, limiter=self._limiter)
+            read = await to_thread.run_sync(_read_log, self._database, room, limiter=self._limiter)
         except sqlite3.DatabaseError as e:
             raise StoreError(f"cannot read document {room!r}: {e}") from e
+        self._track(room, read.tail_rows, read.tail_bytes)
+        return read.stored
+
+    async def versions(self, rooms: Iterable[str]) -> dict[str, DocVersion]:
+        names = list(rooms)
+        if not names:
+            return {}
+        try:
+            return await to_thread.run_sync(
+                read_versions, self._database, names, limiter=self._limiter
+            )
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot read document versions: {e}") from e
 
     async def list_docs(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Documents with their sizes, most recently changed first (after a flush)."""
         await self.flush()
         return await to_thread.run_sync(list_docs, self._database, limit, limiter=self._limiter)
+
+    # -- compaction ------------------------------------------------------------
+
+    async def compact(self, room: str) -> CompactionResult | None:
+        """Compact ``room`` now: squash off the lock, swap in one short transaction.
+
+        Returns None if there was nothing to do or the rows changed meanwhile.
+
+        :raises StoreError: the database cannot be read or written.
+        :raises InvalidUpdateError: a stored update cannot be applied.
+        """
+        db = self._database
+        try:
+            job = await to_thread.run_sync(read_compaction, db, room, limiter=self._limiter)
+            if job is None:
+                return None
+            # No limiter: group commits (and loads) carry on while this runs.
+            squashed = await to_thread.run_sync(squash, job.updates, abandon_on_cancel=True)
+            result = await to_thread.run_sync(
+                lambda: swap_compaction(db, job, squashed, keep_history=self.retention > 0),
+                limiter=self._limiter,
+            )
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot compact {room!r}: {e}") from e
+        if result is None:
+            log.info("compaction of %r skipped: its log changed meanwhile", room)
+            return None
+        self._track(room, result.tail_rows, result.tail_bytes)
+        log.debug(
+            "compacted %r: %d rows, %d bytes -> %d bytes",
+            room, result.rows_before, result.bytes_before, result.bytes_after,
+        )
+        return result
+
+    async def prune(self, room: str, now: float | None = None) -> bool:
+        """Fold ``room``'s history older than the retention window into its base.
+
+        :raises StoreError: the database cannot be read or written.
+        :raises InvalidUpdateError: a stored update cannot be applied.
+        """
+        db = self._database
+        cutoff = (time.time() if now is None else now) - self.retention
+        try:
+            job = await to_thread.run_sync(read_prune, db, room, cutoff, limiter=self._limiter)
+            if job is None:
+                return False
+            base = await to_thread.run_sync(squash_prune, job, abandon_on_cancel=True)
+            return await to_thread.run_sync(swap_prune, db, job, base, limiter=self._limiter)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot prune the history of {room!r}: {e}") from e
+
+    def _track(self, room: str, rows: int, size: int) -> None:
+        self._tails[room] = (rows, size)
+        self._tails.move_to_end(room)
+        while len(self._tails) > TRACKED_ROOMS:
+            self._tails.popitem(last=False)
+        if rows > self.compact_rows or size > self.compact_bytes:
+            if room not in self._to_compact and room != self._compacting:
+                self._to_compact[room] = None
+                self._compact_wakeup.set()
+
+    async def _compactor(self) -> None:
+        while True:
+            await self._compact_wakeup.wait()
+            self._compact_wakeup = anyio.Event()
+            while self._to_compact:
+                room = next(iter(self._to_compact))
+                del self._to_compact[room]
+                self._compacting = room
+                try:
+                    await self.compact(room)
+                    if self.retention > 0:
+                        await self.prune(room)
+                except CollabError as e:
+                    # Counted as compacted, so it is retried only after another
+                    # compact_rows updates, not on every commit.
+                    self._tails[room] = (0, 0)
+                    log.error("cannot compact %r: %s (run `collab check`)", room, e)
+                finally:
+                    self._compacting = None
+
+    async def _pruner(self) -> None:
+        if self.retention <= 0:
+            return
+        delay = min(self.prune_interval, 60.0)  # a first pass soon after start
+        while True:
+            await anyio.sleep(delay)
+            delay = self.prune_interval
+            try:
+                rooms = await to_thread.run_sync(
+                    rooms_with_old_history, self._database, time.time() - self.retention,
+                    limiter=self._limiter,
+                )
+                for room in rooms:
+                    await self.prune(room)
+            except (CollabError, sqlite3.DatabaseError) as e:
+                log.error("cannot prune history older than the retention window: %s", e)
 
     # -- the writer ------------------------------------------------------------
 
@@ -292,11 +1026,15 @@ class SQLiteLog(AsyncContextManagerMixin):
         if not batch:
             return
         last_ticket = self._next_ticket - 1
-        rows = [(p.room, p.update, p.received_at) for p in batch]
+        rows = [(p.room, p.update, p.received_at, p.epoch) for p in batch]
+        untracked = {p.room for p in batch if p.room not in self._tails}
         backoff = 0.1
         while True:
             try:
-                await to_thread.run_sync(append_updates, self._database, rows, limiter=self._limiter)
+                result = await to_thread.run_sync(
+                    lambda: append_updates(self._database, rows, count=untracked),
+                    limiter=self._limiter,
+                )
                 break
             except sqlite3.DatabaseError as e:
                 # Keep the updates: they are in the rooms' memory and stay queued here.
@@ -310,6 +1048,16 @@ class SQLiteLog(AsyncContextManagerMixin):
         for room, ticket in list(self._pending_rooms.items()):
             if ticket <= last_ticket:
                 del self._pending_rooms[room]
+        stale_rooms = {room for room, _ in result.stale}
+        for room, epoch in result.stale:
+            dropped = sum(1 for p in batch if p.room == room and p.epoch == epoch)
+            log.warning(
+                "refused %d updates to %r made under epoch %d: the document was deleted or"
+                " replaced since", dropped, room, epoch,
+            )
+            for stale_callback in self._stale_listeners:
+                stale_callback(room, epoch)
+        self._count_appended(batch, result.tails, stale_rooms)
         still_waiting = []
         for ticket, event in self._waiters:
             if ticket <= last_ticket:
@@ -319,6 +1067,22 @@ class SQLiteLog(AsyncContextManagerMixin):
         self._waiters = still_waiting
         for callback in self._listeners:
             callback(last_ticket)
+
+    def _count_appended(
+        self, batch: list[_Pending], counted: dict[str, tuple[int, int]], stale: set[str]
+    ) -> None:
+        added: dict[str, tuple[int, int]] = {}
+        for p in batch:
+            if p.room in counted or p.room in stale:
+                continue
+            rows, size = added.get(p.room, (0, 0))
+            added[p.room] = (rows + 1, size + len(p.update))
+        for room, (rows, size) in counted.items():
+            self._track(room, rows, size)
+        for room, (rows, size) in added.items():
+            before = self._tails.get(room)
+            if before is not None:
+                self._track(room, before[0] + rows, before[1] + size)
 
     async def _drain(self) -> None:
         while self._pending:
