@@ -42,6 +42,7 @@ import anyio
 from anyio import AsyncContextManagerMixin
 from pycrdt import Awareness, Doc, merge_updates
 
+from collab import metrics
 from collab.config import Settings
 from collab.errors import CloseCode, InvalidUpdateError, RemoteProtocolError, StoreError
 from collab.protocol import (
@@ -208,6 +209,7 @@ class Room:
         if update == EMPTY_UPDATE:
             return
         apply_update(self.doc, update)
+        metrics.UPDATES.inc()
         if not self._batch and self._schedule_flush is not None:
             self._schedule_flush(self)
         self._batch.append((sender, update))
@@ -240,6 +242,7 @@ class Room:
 
     def _store_update(self, update: bytes) -> None:
         self._last_ticket = self.store.append_nowait(self.name, update)
+        metrics.note_stored(self._last_ticket)
         if self._ack_peers:
             self._unacked.append((self._last_ticket, self.doc.get_state()))
 
@@ -327,6 +330,7 @@ class RoomManager(AsyncContextManagerMixin):
         self._dirty: list[Room] = []
         self._dirty_event = anyio.Event()
         store.on_commit(self._on_commit)
+        metrics.ROOMS.set_function(lambda: len(self.rooms))
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[RoomManager]:
@@ -383,6 +387,7 @@ class RoomManager(AsyncContextManagerMixin):
             room.flush()
 
     def _on_commit(self, durable_ticket: int) -> None:
+        metrics.note_committed(durable_ticket)
         for room in self.rooms.values():
             if room.awaits_ack:
                 room.on_commit(durable_ticket)

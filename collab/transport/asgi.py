@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, unquote_to_bytes
 
 import anyio
 
+from collab import metrics
 from collab.errors import CloseCode, RemoteProtocolError, StoreError
 from collab.protocol import decode
 from collab.transport import static
@@ -105,6 +106,7 @@ async def websocket_endpoint(app: CollabApp, scope: Scope, receive: Receive, sen
         label=f"{label} on {name!r}",
     )
     app.peers.add(peer)
+    metrics.CONNECTIONS.inc()
     disconnected = False
     try:
         async with anyio.create_task_group() as tg:
@@ -136,6 +138,9 @@ async def websocket_endpoint(app: CollabApp, scope: Scope, receive: Receive, sen
         room.leave(peer)
         app.peers.discard(peer)
         peer.close_streams()
+        metrics.CONNECTIONS.dec()
+        if peer.close_code is not None:
+            metrics.REJECTED.labels(code=str(int(peer.close_code))).inc()
     if not disconnected:
         with anyio.CancelScope(shield=True):
             code = peer.close_code if peer.close_code is not None else CloseCode.NORMAL
@@ -175,7 +180,7 @@ async def http_endpoint(app: CollabApp, scope: Scope, receive: Receive, send: Se
     path: str = scope["path"]
     method: str = scope["method"]
     head = method == "HEAD"
-    if path in ("/healthz", "/readyz", "/api/docs") and method not in ("GET", "HEAD"):
+    if path in ("/healthz", "/readyz", "/metrics", "/api/docs") and method not in ("GET", "HEAD"):
         await respond_text(send, 405, f"{method} is not allowed on {path}; use GET\n")
         return
     if path == "/healthz":
@@ -185,6 +190,9 @@ async def http_endpoint(app: CollabApp, scope: Scope, receive: Receive, send: Se
             await respond_text(send, 200, "ready\n", head)
         else:
             await respond_text(send, 503, "not ready\n", head)
+    elif path == "/metrics":
+        body, content_type = metrics.render()
+        await _respond(send, 200, body, content_type, head)
     elif path == "/api/docs":
         params = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         try:

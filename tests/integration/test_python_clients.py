@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import urllib.request
 
 import anyio
 import pytest
@@ -262,3 +263,28 @@ async def test_permessage_deflate_is_declined(server: ServerProcess) -> None:
     async with connect(server.url("plain"), compression="deflate") as ws:
         assert ws.response is not None
         assert "Sec-WebSocket-Extensions" not in ws.response.headers
+
+
+def scrape(server: ServerProcess) -> dict[str, float]:
+    with urllib.request.urlopen(f"{server.http_url}/metrics", timeout=5) as response:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+async def test_metrics_count_updates_connections_and_commit_latency(server: ServerProcess) -> None:
+    async with Client(server.url("measured"), ack=True) as client:
+        await client.synced()
+        client.doc.get("content", type=Text).insert(0, "counted")
+        await client.wait_durable()
+        during = scrape(server)
+    assert during["collab_connections"] == 1
+    assert during["collab_updates_total"] == 1
+    assert during["collab_rooms_loaded"] == 1
+    assert during["collab_commit_seconds_count"] == 1
+    assert 0 < during["collab_commit_seconds_sum"] < 5
