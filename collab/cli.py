@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Any
+import sqlite3
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import anyio
 import click
+from sqlite_utils import Database
 
-from collab import __version__
+from collab import __version__, admin
 from collab.config import Settings
 from collab.errors import CollabError
+from collab.history import format_time, parse_time, sessions
+from collab.storage.sqlite import BUSY_TIMEOUT_MS, existing_doc, list_docs, read_history
 
 DEFAULTS = Settings()
 
@@ -127,6 +136,404 @@ def serve(**options: Any) -> None:
             f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}. "
             "Pick another --port or stop the process using it."
         ) from None
+
+
+# -- admin commands: docs, backup, check ----------------------------------------------
+#
+# Each opens the database the server uses (safe while it runs: see collab.admin), calls
+# one function from collab.admin and prints. CollabError becomes a one-line error.
+
+
+def _db_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--db",
+        envvar="COLLAB_DB",
+        default=str(DEFAULTS.db),
+        show_envvar=True,
+        help="The server's SQLite database file.",
+    )(command)
+
+
+@contextmanager
+def _database(path: str) -> Iterator[Database]:
+    """Open an existing database; turn every expected failure into a one-line error."""
+    try:
+        db = admin.open_database(path)
+    except CollabError as e:
+        raise click.ClickException(str(e)) from None
+    try:
+        yield db
+    except CollabError as e:
+        raise click.ClickException(str(e)) from None
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e) or "busy" in str(e):
+            raise click.ClickException(
+                f"the database stayed locked for {BUSY_TIMEOUT_MS // 1000} s by another"
+                " process; try again"
+            ) from None
+        raise click.ClickException(f"database error: {e}") from None
+    finally:
+        db.close()
+
+
+def _time_option(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """Parse ``--at``: ISO 8601, @UNIX_SECONDS, now, or a duration back from now (2h)."""
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx, param) from None
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> None:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    click.echo(line(headers))
+    for r in rows:
+        click.echo(line(r))
+
+
+@cli.group()
+def docs() -> None:
+    """List, export, import, compact, delete and restore stored documents.
+
+    Every command reads and writes the same database as a running server, safely: the
+    server notices deletes, imports and restores within seconds.
+    """
+
+
+@docs.command("list")
+@_db_option
+@click.option(
+    "--sort",
+    type=click.Choice(["changed", "name", "bytes", "updates", "history"]),
+    default="changed",
+    help="Order: last change (newest first), name, or size (largest first).",
+)
+@click.option("--limit", type=click.IntRange(1), default=None, help="Show at most this many.")
+@click.option("--deleted", is_flag=True, help="Include deleted documents.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def docs_list(db: str, sort: str, limit: int | None, deleted: bool, as_json: bool) -> None:
+    """List documents: size of the log a load reads, updates it stands for, last change.
+
+    BYTES and ROWS are what opening the document reads; UPDATES is how many client updates
+    they stand for; HISTORY is what the retention window keeps besides.
+
+    Example:
+
+        collab docs list --sort bytes --limit 20
+    """
+    order = "updated_at" if sort == "changed" else sort
+    with _database(db) as database:
+        found = list_docs(database, limit, order, include_deleted=deleted)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    if not found:
+        click.echo("no documents")
+        return
+    rows = [
+        [
+            d["name"] + (" (deleted)" if d["deleted_at"] is not None else ""),
+            str(d["updates"]),
+            str(d["rows"]),
+            _size(d["bytes"]),
+            _size(d["history_bytes"]),
+            format_time(d["updated_at"]),
+        ]
+        for d in found
+    ]
+    _table(["NAME", "UPDATES", "ROWS", "BYTES", "HISTORY", "CHANGED"], rows, {1, 2, 3, 4})
+
+
+@docs.command("export")
+@_db_option
+@click.argument("name")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["update", "json", "text"]),
+    default="update",
+    help="update: the binary Yjs update (lossless); json: {root: content}; text: one Y.Text.",
+)
+@click.option(
+    "--root",
+    "roots",
+    multiple=True,
+    help="Root to export, as NAME or NAME:TYPE (text, map, array, xml); repeatable."
+    " Default: every root for json, 'content' for text. Types are detected if not given.",
+)
+@click.option("--at", metavar="TIME", callback=_time_option,
+              help="Export the document as it was then: ISO 8601 (local time unless a zone is"
+              " given), @UNIX_SECONDS, or a duration back from now (90m, 2h, 3d).")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
+    help="Write here instead of standard output.",
+)
+def docs_export(db: str, name: str, fmt: str, roots: tuple[str, ...], at: float | None,
+                output: str) -> None:
+    """Export a document, now or as it was at a past time.
+
+    Example:
+
+        \b
+        collab docs export notes --format text
+        collab docs export notes --format json --root content --root meta:map
+        collab docs export notes --at "2h ago" -o notes.ydoc
+    """
+    with _database(db) as database:
+        try:
+            if fmt == "update":
+                data = admin.export_update(database, name, at)
+            elif fmt == "json":
+                data = (json.dumps(admin.export_content(database, name, roots, at), indent=2,
+                                   ensure_ascii=False) + "\n").encode()
+            else:
+                if len(roots) > 1:
+                    raise click.UsageError("--format text exports one --root")
+                text = admin.export_text(database, name, roots[0] if roots else "content", at)
+                data = text.encode()
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--root") from None
+    if output == "-":
+        if fmt == "update" and sys.stdout.isatty():
+            raise click.ClickException(
+                "refusing to write a binary update to the terminal: use -o FILE or --format text"
+            )
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        Path(output).write_bytes(data)
+        click.echo(f"wrote {_size(len(data))} to {output}", err=True)
+
+
+@docs.command("import")
+@_db_option
+@click.argument("name")
+@click.argument("file", type=click.File("rb"))
+@click.option("--replace", is_flag=True,
+              help="Replace the document's content (a new epoch, as delete does) instead of"
+              " merging the update into it.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before --replace.")
+def docs_import(db: str, name: str, file: BinaryIO, replace: bool, yes: bool) -> None:
+    """Import a binary Yjs update (as `docs export --format update` writes) into a document.
+
+    Without --replace the update is merged into the document like a client's edit. Bytes
+    pycrdt cannot apply are refused and nothing is stored. FILE may be - for stdin.
+
+    Example:
+
+        \b
+        collab docs import notes notes.ydoc
+        collab docs export notes -o backup.ydoc && collab docs import copy backup.ydoc
+    """
+    data = file.read()
+    if replace and not yes:
+        click.confirm(f"Replace the whole content of {name!r}? Clients holding it must reload",
+                      abort=True)
+    with _database(db) as database:
+        result = admin.import_update(database, name, data, replace=replace)
+    verb = "replaced" if result.replaced else "merged into"
+    click.echo(f"{_size(len(data))} {verb} {name!r} (epoch {result.epoch})")
+
+
+@docs.command("compact")
+@_db_option
+@click.argument("name", required=False)
+@click.option("--all", "all_docs", is_flag=True, help="Compact every document.")
+@click.option("--retention", envvar="COLLAB_RETENTION", type=click.FloatRange(0),
+              default=DEFAULTS.retention, show_envvar=True,
+              help="Seconds of raw history to keep for point-in-time reads; older is folded"
+              " into the base checkpoint.")
+def docs_compact(db: str, name: str | None, all_docs: bool, retention: float) -> None:
+    """Squash documents' logs into one row each and prune history past the retention window.
+
+    The server does this by itself as logs grow; run it after a bulk import or to shrink
+    the file at once. Safe while the server runs.
+
+    Example:
+
+        \b
+        collab docs compact notes
+        collab docs compact --all
+    """
+    if (name is None) == (not all_docs):
+        raise click.UsageError("give a document NAME or --all (not both)")
+    with _database(db) as database:
+        if name is not None:
+            existing_doc(database, name)
+        rooms = admin.all_rooms(database) if all_docs else [name or ""]
+        with click.progressbar(length=len(rooms), label="compacting", file=sys.stderr) as bar:
+            results, failures = admin.compact(database, rooms, retention=retention,
+                                              progress=bar.update)
+    before = sum(r.bytes_before for r in results)
+    after = sum(r.bytes_after for r in results)
+    click.echo(f"compacted {len(results)} of {len(rooms)} documents: "
+               f"{_size(before)} -> {_size(after)} in their logs")
+    for room, error in failures:
+        click.echo(f"cannot compact {room!r}: {error} (see `collab check`)", err=True)
+    if failures:
+        raise SystemExit(1)
+
+
+@docs.command("delete")
+@_db_option
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def docs_delete(db: str, name: str, yes: bool) -> None:
+    """Delete a document and its history.
+
+    Connected clients are disconnected with code 4409 and told to reload; a client that
+    still holds the old content cannot bring it back.
+
+    Example:
+
+        collab docs delete old-notes --yes
+    """
+    with _database(db) as database:
+        existing_doc(database, name)
+        if not yes:
+            click.confirm(f"Delete {name!r} and all its history?", abort=True)
+        epoch = admin.delete(database, name)
+    click.echo(f"deleted {name!r} (now at epoch {epoch})")
+
+
+@docs.command("history")
+@_db_option
+@click.argument("name")
+@click.option("--gap", type=click.FloatRange(0), default=300.0,
+              help="Seconds without updates that separate two editing sessions.")
+def docs_history(db: str, name: str, gap: float) -> None:
+    """List the points a document can be exported or restored at, with sizes.
+
+    Each line is an editing session (updates with no pause longer than --gap); any time
+    from the first line on works with --at, to the update.
+
+    Example:
+
+        \b
+        collab docs history notes
+        collab docs restore notes --at "2026-03-01 14:30"
+    """
+    with _database(db) as database:
+        read = read_history(database, name)
+    if read.history_from is not None:
+        click.echo(f"readable from {format_time(read.history_from)}"
+                   " (older history was folded away by the retention window)")
+    else:
+        click.echo("readable at any time since the document was created")
+    if read.base is not None:
+        at, size, count = read.base
+        click.echo(f"checkpoint  {format_time(at)}  {count} updates  {_size(size)}")
+    rows = [
+        [format_time(s.start), format_time(s.end), str(s.updates), _size(s.bytes)]
+        for s in sessions(read.raw, gap)
+    ]
+    if rows:
+        _table(["FROM", "TO", "UPDATES", "BYTES"], rows, {2, 3})
+    if read.compacted is not None:
+        at, size, count = read.compacted
+        click.echo(f"(a load reads one compacted row for the {count} updates up to"
+                   f" {format_time(at)}, {_size(size)}, plus the updates after it)")
+
+
+@docs.command("restore")
+@_db_option
+@click.argument("name")
+@click.option("--at", metavar="TIME", callback=_time_option, required=True,
+              help="The time to bring back: ISO 8601 (local time unless a zone is given),"
+              " @UNIX_SECONDS, or a duration back from now (90m, 2h, 3d).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def docs_restore(db: str, name: str, at: float, yes: bool) -> None:
+    """Bring back a document's content from a past time, as a new edit on top.
+
+    Nothing is rewritten: connected clients see the restore as an ordinary change, and it
+    can itself be undone by restoring to a time just before it.
+
+    Example:
+
+        collab docs restore notes --at "1h ago"
+    """
+    if not yes:
+        click.confirm(f"Restore {name!r} to its content at {format_time(at)}?", abort=True)
+    with _database(db) as database:
+        result = admin.restore(database, name, at)
+    roots = ", ".join(f"{root}:{kind}" for root, kind in result.roots) or "none"
+    if result.update is None:
+        click.echo(f"{name!r} already has its content of {format_time(at)} (roots: {roots})")
+    else:
+        click.echo(f"restored {name!r} to {format_time(at)} with a {_size(len(result.update))}"
+                   f" edit (roots: {roots})")
+
+
+@cli.command()
+@_db_option
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+def backup(db: str, path: str, force: bool) -> None:
+    """Copy the database to PATH, consistently, while the server keeps writing.
+
+    Uses SQLite's online backup inside one read transaction, so the copy is a single
+    moment's state; the server's commits do not wait for it.
+
+    Example:
+
+        collab backup backups/collab-$(date +%F).db
+    """
+    with click.progressbar(length=100, label="backing up", file=sys.stderr) as bar:
+        done = 0
+
+        def progress(copied: int, total: int) -> None:
+            nonlocal done
+            now = copied * 100 // max(total, 1)
+            bar.update(now - done)
+            done = now
+
+        try:
+            size = admin.backup(db, path, force=force, progress=progress)
+        except CollabError as e:
+            raise click.ClickException(str(e)) from None
+    click.echo(f"backed up {db} to {path} ({_size(size)})")
+
+
+@cli.command()
+@_db_option
+def check(db: str) -> None:
+    """Replay every document and report any stored update that cannot be applied.
+
+    Exits with status 1 if any document fails (its name and the failing row are printed).
+
+    Example:
+
+        collab check --db data/collab.db
+    """
+    with _database(db) as database:
+        count = len(admin.all_rooms(database))
+        with click.progressbar(length=count, label="checking", file=sys.stderr) as bar:
+            checked, problems = admin.check(database, progress=bar.update)
+    for problem in problems:
+        click.echo(f"FAIL {problem.room!r} ({problem.where}): {problem.error}")
+    failed = len({p.room for p in problems})
+    click.echo(f"checked {checked} documents: {failed or 'none'} failed")
+    if problems:
+        raise SystemExit(1)
 
 
 def main() -> None:

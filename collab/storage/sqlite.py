@@ -213,7 +213,13 @@ def write_transaction(db: Database) -> Iterator[Database]:
 
 @contextmanager
 def read_transaction(db: Database) -> Iterator[Database]:
-    """One consistent snapshot for several SELECTs (WAL: never blocks writers)."""
+    """One consistent snapshot for several SELECTs (WAL: never blocks writers).
+
+    Inside another transaction it just uses that one.
+    """
+    if db.conn.in_transaction:
+        yield db
+        return
     db.execute("BEGIN")
     try:
         yield db
@@ -267,9 +273,12 @@ def existing_doc(db: Database, room: str) -> DocRow:
     if row is None:
         raise DocumentNotFoundError(f"no document named {room!r}")
     if row.deleted_at is not None:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.deleted_at))
-        raise DocumentNotFoundError(f"document {room!r} was deleted at {when}")
+        raise DocumentNotFoundError(f"document {room!r} was deleted at {_when(row.deleted_at)}")
     return row
+
+
+def _when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
 @dataclass(frozen=True, slots=True)
@@ -685,6 +694,81 @@ def compact_doc(
     if prune is not None:
         swap_prune(db, prune, squash_prune(prune))
     return result
+
+
+# -- reading the past -----------------------------------------------------------------
+
+
+class HistoryUnavailableError(StoreError):
+    """The document cannot be read at that time: it is older than the retention window."""
+
+
+def read_at(db: Database, room: str, at: float) -> list[bytes]:
+    """Every stored blob of ``room`` created at or before ``at``: merged, the document then.
+
+    :raises DocumentNotFoundError: no such document, or it was deleted.
+    :raises HistoryUnavailableError: ``at`` is before the document's ``history_from``.
+    """
+    with read_transaction(db):
+        row = existing_doc(db, room)
+        if row.history_from is not None and at < row.history_from:
+            raise HistoryUnavailableError(
+                f"{room!r} can be read back to {_when(row.history_from)}, not {_when(at)}:"
+                " older history was compacted away (the retention window)"
+            )
+        base = db.execute(
+            "SELECT data FROM checkpoints WHERE doc_id = ? AND created_at <= ?", [row.id, at]
+        ).fetchall()
+        rows = db.execute(
+            "SELECT data FROM (SELECT seq, data, created_at FROM history WHERE doc_id = ?"
+            " UNION ALL SELECT seq, data, created_at FROM updates WHERE doc_id = ?)"
+            " WHERE created_at <= ? ORDER BY seq",
+            [row.id, row.id, at],
+        ).fetchall()
+    return [bytes(r[0]) for r in base + rows]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRead:
+    #: The earliest time the document can be read at (None: any time).
+    history_from: float | None
+    #: The base checkpoint: (time of its newest update, bytes, updates it covers).
+    base: tuple[float, int, int] | None
+    #: The compacted log row: (time of its newest update, bytes, updates it covers).
+    compacted: tuple[float, int, int] | None
+    #: Every raw update kept, as (created_at, bytes), oldest first.
+    raw: list[tuple[float, int]]
+
+
+def read_history(db: Database, room: str) -> HistoryRead:
+    """What ``collab docs history`` lists: the base, the compacted row, the raw rows.
+
+    :raises DocumentNotFoundError: no such document, or it was deleted.
+    """
+    with read_transaction(db):
+        row = existing_doc(db, room)
+        base = db.execute(
+            "SELECT created_at, length(data), merged FROM checkpoints WHERE doc_id = ?", [row.id]
+        ).fetchone()
+        compacted = db.execute(
+            "SELECT created_at, length(data), merged FROM updates WHERE doc_id = ? AND merged > 1"
+            " ORDER BY seq LIMIT 1",
+            [row.id],
+        ).fetchone()
+        raw = db.execute(
+            "SELECT created_at, length(data) FROM history WHERE doc_id = ?"
+            " UNION ALL SELECT created_at, length(data) FROM updates"
+            " WHERE doc_id = ? AND merged = 1 ORDER BY 1",
+            [row.id, row.id],
+        ).fetchall()
+    return HistoryRead(
+        history_from=row.history_from,
+        base=None if base is None else (float(base[0]), int(base[1]), int(base[2])),
+        compacted=None if compacted is None else (
+            float(compacted[0]), int(compacted[1]), int(compacted[2])
+        ),
+        raw=[(float(r[0]), int(r[1])) for r in raw],
+    )
 
 
 # -- deleting -----------------------------------------------------------------------
