@@ -97,8 +97,9 @@ class Session:
 
 
 def _random_edit(rng: random.Random, client: int) -> Edit:
-    delete = rng.choice([0, 0, 0, 1, 1, 2, 3, 8])
-    insert = "" if delete and rng.random() < 0.4 else rng.choice(PIECES)
+    # Mostly typing, some backspacing and the odd larger cut: the text grows.
+    delete = rng.choice([0, 0, 0, 0, 0, 1, 1, 2, 6])
+    insert = "" if delete and rng.random() < 0.5 else rng.choice(PIECES)
     return Edit(client, rng.random(), delete, insert)
 
 
@@ -180,8 +181,12 @@ def position(at: float, length: int) -> int:
 class Stats:
     """What a network measured while playing a session or a trace."""
 
+    #: Time spent integrating: local edits at the clients, the server's processing, remote
+    #: ops or updates at the clients. The harness's own work (picking positions, which
+    #: needs the CRDT client's text) is not counted.
     seconds: float = 0.0
-    #: Messages and bytes on the wire, both directions, as each system encodes them.
+    #: Messages and bytes on the wire, both directions, as each system encodes them;
+    #: counted on delivery (an offline client's messages cross the wire when it is back).
     messages: int = 0
     wire_bytes: int = 0
     #: OT: the current text (UTF-8). CRDT: the encoded document state (``get_update()``).
@@ -251,14 +256,16 @@ class OTNetwork:
     def _send_up(self, client: int, message: Submit | None) -> None:
         if message is not None:
             self.up[client].append(message)
-            self.wire.send(message)
 
     def edit(self, client: int, at: float, delete: int, insert: str) -> None:
         text = self.clients[client].text
         pos = position(at, len(text))
         op = ot.normalize([pos, {"d": min(delete, len(text) - pos)}, insert])
         if op:
-            self._send_up(client, self.clients[client].edit(op))
+            started = time.perf_counter()
+            message = self.clients[client].edit(op)
+            self.stats.seconds += time.perf_counter() - started
+            self._send_up(client, message)
 
     def deliver(self, client: int, upstream: bool) -> None:
         if not self.online[client]:
@@ -271,20 +278,27 @@ class OTNetwork:
 
     def _submit(self, client: int, message: Submit) -> None:
         self.stats.transforms += self.server.revision - message.base_revision
+        self.wire.send(message)
+        started = time.perf_counter()
         ack, broadcast = self.server.receive(message)
         for other, queue in enumerate(self.down):
             queue.append(ack if other == client else broadcast)
-        self.wire.send(ack)
-        self.wire.send(broadcast, len(self.down) - 1)
+        self.stats.seconds += time.perf_counter() - started
 
     def _receive(self, client: int, message: Ack | Broadcast) -> None:
+        self.wire.send(message)
         receiver = self.clients[client]
-        if isinstance(message, Ack):
-            self._send_up(client, receiver.receive_ack(message))
-        else:
+        if isinstance(message, Broadcast):
             pending = len(receiver.buffer) + (receiver.inflight is not None)
             self.stats.transforms += 2 * pending
+        started = time.perf_counter()
+        if isinstance(message, Ack):
+            reply = receiver.receive_ack(message)
+        else:
             receiver.receive_op(message)
+            reply = None
+        self.stats.seconds += time.perf_counter() - started
+        self._send_up(client, reply)
 
     def disconnect(self, client: int) -> None:
         self.online[client] = False
@@ -326,6 +340,12 @@ def _sync_message_size(payload: bytes) -> int:
     return 2 + _varuint_size(len(payload)) + len(payload)
 
 
+#: CRDT client ids. Yjs picks a random 32-bit id per doc; fixed ones of the same size keep
+#: update sizes realistic and runs repeatable (Yjs orders concurrent inserts at one spot by
+#: client id, lowest first).
+CLIENT_ID_BASE = 3_000_000_000
+
+
 def _utf8_span(text: str, pos: int, count: int) -> tuple[int, int]:
     """pycrdt indexes text by UTF-8 bytes; convert a code point span to a byte span."""
     if text.isascii():
@@ -337,8 +357,8 @@ def _utf8_span(text: str, pos: int, count: int) -> tuple[int, int]:
 class _CRDTPeer:
     """A pycrdt doc whose local changes become outgoing updates."""
 
-    def __init__(self, client_id: int | None = None) -> None:
-        self.doc: Doc[Text] = Doc(client_id=client_id) if client_id is not None else Doc()
+    def __init__(self, client_id: int) -> None:
+        self.doc: Doc[Text] = Doc(client_id=client_id)
         self.text = self.doc.get(TEXT_NAME, type=Text)
         self.outgoing: list[bytes] = []
         self._remote = False
@@ -384,16 +404,14 @@ class CRDTNetwork:
     name = "CRDT"
 
     def __init__(self, clients: int, initial: str = "") -> None:
-        # Fixed client ids make runs repeatable: Yjs orders concurrent inserts at one spot
-        # by client id.
-        self.server = _CRDTPeer(client_id=1000)
+        self.server = _CRDTPeer(CLIENT_ID_BASE - 1)
         self.log: list[bytes] = []
         if initial:
             self.server.splice(0, 0, initial)
             first = self.server.take_outgoing()
             assert first is not None
             self.log.append(first)
-        self.clients = [_CRDTPeer(client_id=1 + c) for c in range(clients)]
+        self.clients = [_CRDTPeer(CLIENT_ID_BASE + c) for c in range(clients)]
         for peer in self.clients:
             for update in self.log:
                 peer.apply_remote(update)
@@ -408,12 +426,12 @@ class CRDTNetwork:
         pos = position(at, len(text))
         delete = min(delete, len(text) - pos)
         if delete or insert:
+            started = time.perf_counter()
             peer.splice(pos, delete, insert, text)
             update = peer.take_outgoing()
+            self.stats.seconds += time.perf_counter() - started
             assert update is not None
             self.up[client].append(update)
-            self.stats.messages += 1
-            self.stats.wire_bytes += _sync_message_size(update)
 
     def deliver(self, client: int, upstream: bool) -> None:
         if not self.online[client]:
@@ -422,37 +440,48 @@ class CRDTNetwork:
             if self.up[client]:
                 self._store_and_relay(client, self.up[client].popleft())
         elif self.down[client]:
-            self.clients[client].apply_remote(self.down[client].popleft())
+            self._receive(client, self.down[client].popleft())
+
+    def _count(self, update: bytes) -> None:
+        self.stats.messages += 1
+        self.stats.wire_bytes += _sync_message_size(update)
 
     def _store_and_relay(self, client: int, update: bytes) -> None:
+        self._count(update)
+        started = time.perf_counter()
         self.server.apply_remote(update)
         self.log.append(update)
-        size = _sync_message_size(update)
         for other, queue in enumerate(self.down):
             if other != client:
                 queue.append(update)
-                self.stats.messages += 1
-                self.stats.wire_bytes += size
+        self.stats.seconds += time.perf_counter() - started
+
+    def _receive(self, client: int, update: bytes) -> None:
+        self._count(update)
+        started = time.perf_counter()
+        self.clients[client].apply_remote(update)
+        self.stats.seconds += time.perf_counter() - started
 
     def disconnect(self, client: int) -> None:
         self.online[client] = False
 
     def reconnect(self, client: int) -> None:
         """y-websocket's resync: each side sends its state vector (sync step 1) and gets back
-        one update with everything it lacks (sync step 2), which replaces the queued ones."""
+        one update with everything it lacks (sync step 2). Those replace whatever was queued
+        while offline: a server does not queue updates for a closed connection."""
         self.online[client] = True
-        for queue in (self.up[client], self.down[client]):
-            if len(queue) > 1:
-                updates = list(queue)
-                # The queued messages were counted when queued; count the merged one instead.
-                self.stats.wire_bytes -= sum(_sync_message_size(u) for u in updates)
-                self.stats.messages -= len(updates) - 1
-                queue.clear()
-                queue.append(merge_updates(*updates))
-                self.stats.wire_bytes += _sync_message_size(queue[0])
-        state_vectors = self.clients[client].doc.get_state(), self.server.doc.get_state()
-        self.stats.messages += 2
-        self.stats.wire_bytes += sum(_sync_message_size(sv) for sv in state_vectors)
+        peer = self.clients[client]
+        started = time.perf_counter()
+        client_state, server_state = peer.doc.get_state(), self.server.doc.get_state()
+        to_client = self.server.doc.get_update(client_state)
+        to_server = peer.doc.get_update(server_state)
+        self.stats.seconds += time.perf_counter() - started
+        self._count(client_state)
+        self._count(server_state)
+        self.down[client].clear()
+        self.down[client].append(to_client)
+        self.up[client].clear()
+        self.up[client].append(to_server)
 
     def settle(self) -> None:
         for client in range(len(self.clients)):
@@ -463,7 +492,7 @@ class CRDTNetwork:
                 while self.up[client]:
                     self._store_and_relay(client, self.up[client].popleft())
                 while self.down[client]:
-                    self.clients[client].apply_remote(self.down[client].popleft())
+                    self._receive(client, self.down[client].popleft())
 
     def texts(self) -> list[str]:
         return [str(peer.text) for peer in self.clients]
@@ -503,11 +532,9 @@ def play(network: Network, step: Step) -> None:
 
 def run_session(session: Session, network: Network) -> SessionResult:
     """Play every step of ``session`` through ``network``, then deliver everything left."""
-    started = time.perf_counter()
     for step in session.steps:
         play(network, step)
     network.settle()
-    network.stats.seconds = time.perf_counter() - started
     network.measure_server()
     return SessionResult(network.name, network.texts(), network.server_text(), network.stats)
 
@@ -657,8 +684,8 @@ def replay_sequential_crdt(trace: Trace) -> ReplayResult:
     stats = Stats()
     ascii = _is_ascii(trace)
     started = time.perf_counter()
-    server = _CRDTPeer()
-    client = _CRDTPeer()
+    server = _CRDTPeer(CLIENT_ID_BASE - 1)
+    client = _CRDTPeer(CLIENT_ID_BASE)
     log: list[bytes] = []
     if trace.start:
         client.splice(0, 0, trace.start)
@@ -808,7 +835,7 @@ def replay_concurrent_crdt(trace: Trace) -> ReplayResult:
     ascii = _is_ascii(trace)
     stats = Stats()
     started = time.perf_counter()
-    peers = [_CRDTPeer(client_id=1000 + a) for a in range(agents)]
+    peers = [_CRDTPeer(CLIENT_ID_BASE + a) for a in range(agents)]
     if trace.start:
         peers[0].splice(0, 0, trace.start)
         first = peers[0].take_outgoing()
