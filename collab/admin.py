@@ -186,9 +186,10 @@ def delete(db: Database, room: str) -> int:
 
 def all_rooms(db: Database) -> list[str]:
     """Every document that is not deleted, by name."""
-    return [str(r[0]) for r in db.execute(
-        "SELECT name FROM documents WHERE deleted_at IS NULL ORDER BY name"
-    )]
+    return [
+        str(r[0])
+        for r in db.execute("SELECT name FROM documents WHERE deleted_at IS NULL ORDER BY name")
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +281,7 @@ def backup(
             src.execute("SELECT count(*) FROM sqlite_master").fetchone()  # pins the snapshot
             dst = sqlite3.connect(partial)
             try:
+
                 def step(status: int, remaining: int, total: int) -> None:
                     if progress is not None:
                         progress(total - remaining, total)

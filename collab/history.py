@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
+from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText, merge_updates
 
 from collab.storage.merge import build, squash
 
@@ -260,7 +260,10 @@ def restore_update(
     roots = sorted(kinds.items())
     doc = build([current_state])
     past = build([past_state])
-    before = doc.get_state()
+    # The transaction's own update: only what it changed. (``doc.get_update(state)`` would
+    # also carry the whole delete set of the document.)
+    changes: list[bytes] = []
+    subscription = doc.observe(lambda event: changes.append(event.update))
     with doc.transaction(origin="restore"):
         for name, kind in roots:
             if kind == "text":
@@ -271,8 +274,11 @@ def restore_update(
                 _set_map(doc.get(name, type=Map), past.get(name, type=Map).to_py() or {})
             else:
                 _set_xml(doc.get(name, type=XmlFragment), past.get(name, type=XmlFragment))
-    update = doc.get_update(before)
-    return (None if update == b"\x00\x00" else update), roots
+    doc.unobserve(subscription)
+    changes = [update for update in changes if update != b"\x00\x00"]
+    if not changes:
+        return None, roots
+    return (changes[0] if len(changes) == 1 else merge_updates(*changes)), roots
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,9 +98,13 @@ edits = st.lists(
 )
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(edits)
-def test_stored_log_replays_to_the_same_state(tmp_path: Path, edit_list: list[tuple[int, str, int]]) -> None:
+def test_stored_log_replays_to_the_same_state(
+    tmp_path: Path, edit_list: list[tuple[int, str, int]]
+) -> None:
     updates, expected = edits_to_updates(edit_list)
     path = tmp_path / f"replay-{abs(hash(tuple(edit_list)))}.db"
 

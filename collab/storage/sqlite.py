@@ -373,8 +373,17 @@ def list_docs(
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
-    columns = ["name", "updated_at", "created_at", "epoch", "bytes", "updates", "rows",
-               "history_bytes", "deleted_at"]
+    columns = [
+        "name",
+        "updated_at",
+        "created_at",
+        "epoch",
+        "bytes",
+        "updates",
+        "rows",
+        "history_bytes",
+        "deleted_at",
+    ]
     return [dict(zip(columns, row, strict=True)) for row in db.execute(sql, params)]
 
 
@@ -523,9 +532,7 @@ def swap_compaction(
             db.execute(
                 "UPDATE documents SET history_from = ? WHERE id = ?", [history_from, job.doc_id]
             )
-        db.execute(
-            "DELETE FROM updates WHERE doc_id = ? AND seq <= ?", [job.doc_id, job.last_seq]
-        )
+        db.execute("DELETE FROM updates WHERE doc_id = ? AND seq <= ?", [job.doc_id, job.last_seq])
         db.execute(
             "INSERT INTO updates (doc_id, seq, data, created_at, merged) VALUES (?, ?, ?, ?, ?)",
             [job.doc_id, job.last_seq, squashed, job.newest, job.merged],
@@ -546,15 +553,15 @@ def swap_compaction(
 
 
 def _keep_base(db: Database, doc_id_: int, history_from: float | None) -> None:
-    """Before the first log row is squashed away, save it as the base if history needs it.
+    """Before the first log row is squashed away, make it the base if history needs it.
 
-    When the document has no base but a history_from, updates older than history_from
-    may live only in the first (squashed) row, which was created no later than
-    history_from. The new squashed row will be newer, so the old one becomes the base.
+    Updates no longer kept raw may live only in that row, and a read at history_from
+    finds them only in a blob created no later than history_from. If the row qualifies
+    (created no later than history_from), the new squashed row will not (it is newer),
+    so the row becomes the base. It contains the old base: everything ever pruned from
+    history was squashed into the first row first.
     """
     if history_from is None:
-        return
-    if db.execute("SELECT 1 FROM checkpoints WHERE doc_id = ?", [doc_id_]).fetchone():
         return
     first = db.execute(
         "SELECT data, created_at, merged FROM updates WHERE doc_id = ? ORDER BY seq LIMIT 1",
@@ -562,7 +569,8 @@ def _keep_base(db: Database, doc_id_: int, history_from: float | None) -> None:
     ).fetchone()
     if first is not None and int(first[2]) > 1 and float(first[1]) <= history_from:
         db.execute(
-            "INSERT INTO checkpoints (doc_id, data, created_at, merged) VALUES (?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO checkpoints (doc_id, data, created_at, merged)"
+            " VALUES (?, ?, ?, ?)",
             [doc_id_, first[0], first[1], first[2]],
         )
 
@@ -664,9 +672,7 @@ def swap_prune(db: Database, job: PruneInput, base: bytes) -> bool:
             " VALUES (?, ?, ?, ?)",
             [job.doc_id, base, created_at, job.base_merged + job.rows],
         )
-        db.execute(
-            "UPDATE documents SET history_from = ? WHERE id = ?", [history_from, job.doc_id]
-        )
+        db.execute("UPDATE documents SET history_from = ? WHERE id = ?", [history_from, job.doc_id])
         # The base is redundant once the first log row covers it and is no newer: that row
         # then answers every read at or after history_from by itself.
         first = db.execute(
@@ -764,9 +770,9 @@ def read_history(db: Database, room: str) -> HistoryRead:
     return HistoryRead(
         history_from=row.history_from,
         base=None if base is None else (float(base[0]), int(base[1]), int(base[2])),
-        compacted=None if compacted is None else (
-            float(compacted[0]), int(compacted[1]), int(compacted[2])
-        ),
+        compacted=None
+        if compacted is None
+        else (float(compacted[0]), int(compacted[1]), int(compacted[2])),
         raw=[(float(r[0]), int(r[1])) for r in raw],
     )
 
@@ -776,9 +782,10 @@ def read_history(db: Database, room: str) -> HistoryRead:
 
 def _retire_epoch(db: Database, row: DocRow, now: float) -> int:
     """Drop every stored row of the document and move it to a new epoch (in a transaction)."""
-    updates = [bytes(r[0]) for r in db.execute(
-        "SELECT data FROM updates WHERE doc_id = ? ORDER BY seq", [row.id]
-    )]
+    updates = [
+        bytes(r[0])
+        for r in db.execute("SELECT data FROM updates WHERE doc_id = ? ORDER BY seq", [row.id])
+    ]
     # The replayed doc's state vector: what any client that saw this epoch may hold.
     state_vector = build(updates).get_state() if updates else encode_state_vector({})
     db.execute(
@@ -1008,7 +1015,10 @@ class SQLiteLog(AsyncContextManagerMixin):
         self._track(room, result.tail_rows, result.tail_bytes)
         log.debug(
             "compacted %r: %d rows, %d bytes -> %d bytes",
-            room, result.rows_before, result.bytes_before, result.bytes_after,
+            room,
+            result.rows_before,
+            result.bytes_before,
+            result.bytes_after,
         )
         return result
 
@@ -1068,7 +1078,9 @@ class SQLiteLog(AsyncContextManagerMixin):
             delay = self.prune_interval
             try:
                 rooms = await to_thread.run_sync(
-                    rooms_with_old_history, self._database, time.time() - self.retention,
+                    rooms_with_old_history,
+                    self._database,
+                    time.time() - self.retention,
                     limiter=self._limiter,
                 )
                 for room in rooms:
@@ -1124,7 +1136,10 @@ class SQLiteLog(AsyncContextManagerMixin):
                 # Keep the updates: they are in the rooms' memory and stay queued here.
                 log.error(
                     "cannot commit %d updates to %s, retrying in %.1fs: %s",
-                    len(rows), self.path, backoff, e,
+                    len(rows),
+                    self.path,
+                    backoff,
+                    e,
                 )
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -1137,7 +1152,10 @@ class SQLiteLog(AsyncContextManagerMixin):
             dropped = sum(1 for p in batch if p.room == room and p.epoch == epoch)
             log.warning(
                 "refused %d updates to %r made under epoch %d: the document was deleted or"
-                " replaced since", dropped, room, epoch,
+                " replaced since",
+                dropped,
+                room,
+                epoch,
             )
             for stale_callback in self._stale_listeners:
                 stale_callback(room, epoch)
