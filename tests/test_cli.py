@@ -1,0 +1,210 @@
+"""The admin commands through click's CliRunner: arguments, output, errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+from pycrdt import Doc, Map, Text
+
+from collab.cli import cli
+from collab.storage.merge import build
+from collab.storage.sqlite import append_updates, connect
+
+
+def keystrokes(text: str, doc: Doc[Any]) -> list[bytes]:
+    shared = doc.get("content", type=Text)
+    updates = []
+    for char in text:
+        before = doc.get_state()
+        shared += char
+        updates.append(doc.get_update(before))
+    return updates
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """A database with 'notes' (text + map, typed an hour ago and now) and 'empty'."""
+    path = tmp_path / "collab.db"
+    db = connect(path)
+    doc: Doc[Any] = Doc()
+    hour_ago = time.time() - 3600
+    append_updates(db, [("notes", u, hour_ago, None) for u in keystrokes("draft", doc)])
+    before = doc.get_state()
+    doc.get("meta", type=Map)["title"] = "Notes"
+    append_updates(db, [("notes", doc.get_update(before), hour_ago, None)])
+    append_updates(db, [("notes", u, time.time(), None) for u in keystrokes(" v2", doc)])
+    append_updates(db, [("empty", b"\x00\x00", time.time(), None)])
+    db.close()
+    return path
+
+
+def run(db_path: Path, *args: str, input: bytes | str | None = None) -> Result:
+    return CliRunner().invoke(cli, [*args, "--db", str(db_path)], input=input)
+
+
+def ok(result: Result) -> str:
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_every_admin_command_has_help_with_an_example() -> None:
+    docs = cli.commands["docs"]
+    assert isinstance(docs, click.Group)
+    commands = [cli.commands["backup"], cli.commands["check"], *docs.commands.values()]
+    assert {c.name for c in docs.commands.values()} >= {
+        "list",
+        "export",
+        "import",
+        "compact",
+        "delete",
+        "history",
+        "restore",
+    }
+    for command in commands:
+        assert command.help and "Example:" in command.help, command.name
+        assert "--db" in CliRunner().invoke(command, ["--help"]).output
+
+
+def test_a_missing_database_is_a_one_line_error(tmp_path: Path) -> None:
+    result = run(tmp_path / "nope.db", "docs", "list")
+    assert result.exit_code == 1
+    assert result.output == f"Error: no database at {str(tmp_path / 'nope.db')!r}\n"
+    assert not (tmp_path / "nope.db").exists()  # never created by an admin command
+
+
+def test_the_database_comes_from_collab_db(db_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["docs", "list"], env={"COLLAB_DB": str(db_path)})
+    assert "notes" in ok(result)
+
+
+def test_list_as_table_and_json(db_path: Path) -> None:
+    lines = ok(run(db_path, "docs", "list", "--sort", "name")).splitlines()
+    assert lines[0].split() == ["NAME", "UPDATES", "ROWS", "BYTES", "HISTORY", "CHANGED"]
+    assert [line.split()[0] for line in lines[1:]] == ["empty", "notes"]
+    docs = json.loads(ok(run(db_path, "docs", "list", "--json", "--sort", "updates")))
+    assert [(d["name"], d["updates"]) for d in docs] == [("notes", 9), ("empty", 1)]
+    assert len(json.loads(ok(run(db_path, "docs", "list", "--json", "--limit", "1")))) == 1
+
+
+def test_export_text_json_and_update(db_path: Path, tmp_path: Path) -> None:
+    assert ok(run(db_path, "docs", "export", "notes", "--format", "text")) == "draft v2"
+    assert json.loads(ok(run(db_path, "docs", "export", "notes", "--format", "json"))) == {
+        "content": "draft v2",
+        "meta": {"title": "Notes"},
+    }
+    assert json.loads(
+        ok(run(db_path, "docs", "export", "notes", "--format", "json", "--root", "meta:map"))
+    ) == {"meta": {"title": "Notes"}}
+    out = tmp_path / "notes.ydoc"
+    ok(run(db_path, "docs", "export", "notes", "-o", str(out)))
+    assert str(build([out.read_bytes()]).get("content", type=Text)) == "draft v2"
+    stdout = CliRunner().invoke(cli, ["docs", "export", "notes", "--db", str(db_path)])
+    assert stdout.stdout_bytes == out.read_bytes()
+
+
+def test_export_at_a_past_time(db_path: Path) -> None:
+    old = ok(run(db_path, "docs", "export", "notes", "--format", "text", "--at", "30m"))
+    assert old == "draft"
+    assert ok(run(db_path, "docs", "export", "notes", "--format", "text", "--at", "2h")) == ""
+
+
+def test_export_errors(db_path: Path) -> None:
+    result = run(db_path, "docs", "export", "notes", "--at", "last tuesday")
+    assert result.exit_code == 2 and "not a time" in result.output
+    result = run(db_path, "docs", "export", "missing", "--format", "text")
+    assert result.exit_code == 1 and "no document named 'missing'" in result.output
+    result = run(db_path, "docs", "export", "notes", "--format", "text", "--root", "meta")
+    assert result.exit_code == 1 and "is a map, not text" in result.output
+    result = run(db_path, "docs", "export", "notes", "--format", "json", "--root", "x:tree")
+    assert result.exit_code == 2 and "unknown root type" in result.output
+
+
+def test_import_merges_and_refuses_garbage(db_path: Path, tmp_path: Path) -> None:
+    source = tmp_path / "in.ydoc"
+    doc: Doc[Any] = Doc()
+    doc.get("content", type=Text).insert(0, "imported")
+    source.write_bytes(doc.get_update())
+    assert "merged into 'fresh'" in ok(run(db_path, "docs", "import", "fresh", str(source)))
+    assert ok(run(db_path, "docs", "export", "fresh", "--format", "text")) == "imported"
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(b"\x01\x05\xff\xff\xff")
+    result = run(db_path, "docs", "import", "other", str(garbage))
+    assert result.exit_code == 1 and "not a Yjs update" in result.output
+    assert "Traceback" not in result.output
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("SELECT count(*) FROM documents WHERE name = 'other'").fetchone() == (0,)
+    # stdin works too
+    assert "merged" in ok(run(db_path, "docs", "import", "piped", "-", input=doc.get_update()))
+
+
+def test_import_replace_asks_first(db_path: Path, tmp_path: Path) -> None:
+    source = tmp_path / "in.ydoc"
+    doc: Doc[Any] = Doc()
+    doc.get("content", type=Text).insert(0, "replacement")
+    source.write_bytes(doc.get_update())
+    result = run(db_path, "docs", "import", "notes", str(source), "--replace", input="n\n")
+    assert result.exit_code == 1 and "Aborted" in result.output
+    output = ok(run(db_path, "docs", "import", "notes", str(source), "--replace", "--yes"))
+    assert "replaced 'notes' (epoch 1)" in output
+    assert ok(run(db_path, "docs", "export", "notes", "--format", "text")) == "replacement"
+
+
+def test_compact_one_or_all(db_path: Path) -> None:
+    result = run(db_path, "docs", "compact")
+    assert result.exit_code == 2 and "NAME or --all" in result.output
+    assert "compacted 1 of 1" in ok(run(db_path, "docs", "compact", "notes"))
+    assert "compacted 0 of 2" in ok(run(db_path, "docs", "compact", "--all"))
+    docs = json.loads(ok(run(db_path, "docs", "list", "--json", "--sort", "name")))
+    assert [(d["name"], d["rows"], d["updates"]) for d in docs] == [
+        ("empty", 1, 1),
+        ("notes", 1, 9),
+    ]
+    assert ok(run(db_path, "docs", "export", "notes", "--format", "text")) == "draft v2"
+    result = run(db_path, "docs", "compact", "missing")
+    assert result.exit_code == 1 and "no document named" in result.output
+
+
+def test_delete_asks_unless_yes(db_path: Path) -> None:
+    result = run(db_path, "docs", "delete", "notes", input="n\n")
+    assert result.exit_code == 1 and "Aborted" in result.output
+    assert "deleted 'notes' (now at epoch 1)" in ok(run(db_path, "docs", "delete", "notes", "-y"))
+    result = run(db_path, "docs", "export", "notes", "--format", "text")
+    assert result.exit_code == 1 and "was deleted at" in result.output
+    assert "notes" not in ok(run(db_path, "docs", "list"))
+    assert "notes (deleted)" in ok(run(db_path, "docs", "list", "--deleted"))
+
+
+def test_history_and_restore(db_path: Path) -> None:
+    ok(run(db_path, "docs", "compact", "notes"))
+    output = ok(run(db_path, "docs", "history", "notes"))
+    assert "readable at any time" in output
+    assert len([line for line in output.splitlines() if line[:2] == "20"]) == 2  # two sessions
+    restored = ok(run(db_path, "docs", "restore", "notes", "--at", "30m", "--yes"))
+    assert "restored 'notes'" in restored and "content:text" in restored
+    assert ok(run(db_path, "docs", "export", "notes", "--format", "text")) == "draft"
+    again = ok(run(db_path, "docs", "restore", "notes", "--at", "now", "--yes"))
+    assert "already has its content" in again
+    result = run(db_path, "docs", "restore", "notes")
+    assert result.exit_code == 2 and "--at" in result.output
+
+
+def test_backup_and_check(db_path: Path, tmp_path: Path) -> None:
+    target = tmp_path / "backup.db"
+    assert "backed up" in ok(run(db_path, "backup", str(target)))
+    result = run(db_path, "backup", str(target))
+    assert result.exit_code == 1 and "--force" in result.output
+    ok(run(db_path, "backup", str(target), "--force"))
+    assert "checked 2 documents: none failed" in ok(run(target, "check"))
+    with sqlite3.connect(target) as raw:
+        raw.execute("UPDATE updates SET data = x'0105ffffff' WHERE seq = 2")
+    result = run(target, "check")
+    assert result.exit_code == 1
+    assert "FAIL 'notes' (updates seq 2)" in result.output
+    assert "checked 2 documents: 1 failed" in result.output
