@@ -85,25 +85,34 @@ def encode_state_vector(clocks: dict[int, int]) -> bytes:
     return encoder.to_bytes()
 
 
-def _pending_part(update: bytes, state_vector: bytes, reached: dict[int, int]) -> bytes | None:
-    """What of ``update`` a doc at ``state_vector`` has not integrated, or None if nothing.
+def merge_many(updates: Sequence[bytes]) -> bytes:
+    """``merge_updates`` over many updates, :data:`REPLAY_CHUNK` at a time, as a tree.
 
-    ``get_update(update, state_vector)`` keeps the structs past the state vector and the
-    whole delete set; structs left over, or a deletion reaching past ``reached``, are
-    pending in a doc that has applied ``update``.
+    Fast when the merged result stays small (delete sets, diffs); see the module doc.
     """
-    diff = get_update(update, state_vector)
+    level = list(updates)
+    while len(level) > 1:
+        level = [
+            merge_updates(*level[i : i + REPLAY_CHUNK]) if i + 1 < len(level) else level[i]
+            for i in range(0, len(level), REPLAY_CHUNK)
+        ]
+    return level[0] if level else b"\x00\x00"
+
+
+def _has_pending(diff: bytes, reached: dict[int, int]) -> bool:
+    """Whether ``diff`` (an update diffed against a doc's state vector) holds anything that
+    doc could not integrate: structs (only those past the state vector are left), or a
+    deletion reaching past what the doc has."""
     decoder = Decoder(diff)
     if decoder.read_var_uint():
-        return diff
+        return True
     for _ in range(decoder.read_var_uint()):
-        client_id = decoder.read_var_uint()
-        known = reached.get(client_id, 0)
+        known = reached.get(decoder.read_var_uint(), 0)
         for _ in range(decoder.read_var_uint()):
             clock, length = decoder.read_var_uint(), decoder.read_var_uint()
             if clock + length > known:
-                return diff
-    return None
+                return True
+    return False
 
 
 def squash(updates: Sequence[bytes]) -> bytes:
@@ -122,14 +131,11 @@ def squash(updates: Sequence[bytes]) -> bytes:
     replay(doc, updates)
     state = doc.get_update()
     state_vector = doc.get_state()
-    reached = decode_state_vector(state_vector)
-    pending = [
-        part
-        for update in updates
-        if (part := _pending_part(update, state_vector, reached)) is not None
-    ]
-    if pending:
-        state = merge_updates(state, *pending)
+    # ``get_update(update, state_vector)`` keeps an update's structs past the state vector
+    # and its whole delete set; merged, they are everything the doc may hold as pending.
+    leftovers = merge_many([get_update(update, state_vector) for update in updates])
+    if _has_pending(leftovers, decode_state_vector(state_vector)):
+        state = merge_updates(state, leftovers)
     return state
 
 
@@ -149,6 +155,7 @@ __all__ = [
     "check_update",
     "decode_state_vector",
     "encode_state_vector",
+    "merge_many",
     "replay",
     "squash",
 ]
