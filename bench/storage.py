@@ -31,6 +31,7 @@ Writes bench/results/storage.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import os
@@ -175,7 +176,7 @@ def bench_document(
     def timed(stage: str, strategies: list[str]) -> None:
         for strategy in strategies:
             assert cold_load(path, name, strategy) == expected
-            seconds = median_time(lambda s=strategy: cold_load(path, name, s), runs)
+            seconds = median_time(functools.partial(cold_load, path, name, strategy), runs)
             result[f"load_{stage}_{strategy}_s"] = round(seconds, 4)
             log(f"  {name}: cold load {stage:<16} {strategy:<9} {seconds * 1000:9.1f} ms")
         result[f"db_bytes_{stage}"], result[f"db_used_bytes_{stage}"] = db_bytes(path)
@@ -269,9 +270,8 @@ def bench_memory(visits: int, work: Path, idle_unload: float) -> dict[str, Any]:
                     samples.append(
                         (i + 1, round(time.perf_counter() - started, 2), rss_kib(proc.pid))
                     )
-                    log(
-                        f"  memory: {i + 1:6d} documents visited, server RSS {samples[-1][2] / 1024:7.1f} MiB"
-                    )
+                    rss = samples[-1][2] / 1024
+                    log(f"  memory: {i + 1:6d} documents visited, server RSS {rss:7.1f} MiB")
             # Let the idle rooms unload, then sample once more.
             await anyio.sleep(idle_unload * 2 + 3.5)
             samples.append((visits, round(time.perf_counter() - started, 2), rss_kib(proc.pid)))
@@ -398,7 +398,8 @@ def print_summary(results: dict[str, Any]) -> None:
     if memory:
         print(
             f"memory: {memory['visits']} documents visited in turn: RSS warm"
-            f" {memory['rss_warm_kib'] / 1024:.1f} MiB, peak {memory['rss_peak_kib'] / 1024:.1f} MiB,"
+            f" {memory['rss_warm_kib'] / 1024:.1f} MiB,"
+            f" peak {memory['rss_peak_kib'] / 1024:.1f} MiB,"
             f" end {memory['rss_end_kib'] / 1024:.1f} MiB"
         )
 
