@@ -32,18 +32,9 @@ from collab.protocol import (
     SyncStep2,
     SyncUpdate,
     decode,
+    decode_state_vector,
     encode,
 )
-
-
-def decode_state_vector(state_vector: bytes) -> dict[int, int]:
-    """Decode a Yjs v1 state vector into ``{client_id: clock}``."""
-    from pycrdt import Decoder
-
-    decoder = Decoder(state_vector)
-    return {
-        decoder.read_var_uint(): decoder.read_var_uint() for _ in range(decoder.read_var_uint())
-    }
 
 
 def covers(durable: dict[int, int], local: dict[int, int]) -> bool:

@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 import anyio
 from anyio import AsyncContextManagerMixin
-from pycrdt import Awareness, Doc, merge_updates
+from pycrdt import Awareness, Doc, get_state, merge_updates
 
 from collab import metrics
 from collab.config import Settings
@@ -54,9 +54,10 @@ from collab.protocol import (
     SyncStep2,
     SyncUpdate,
     Unknown,
+    decode_state_vector,
     encode,
 )
-from collab.storage.base import UpdateLog
+from collab.storage.base import StoredDoc, UpdateLog
 
 log = logging.getLogger("collab.rooms")
 
@@ -73,6 +74,20 @@ class Peer(Protocol):
     def send_nowait(self, frame: bytes) -> None:
         """Queue a frame; a peer whose queue is full closes itself (code 4500)."""
         ...
+
+    def close_nowait(self, code: CloseCode, reason: str) -> None:
+        """Close the connection with ``code`` at the next checkpoint."""
+        ...
+
+
+STALE_REASON = "this document was deleted or replaced since you loaded it; reload the page"
+
+
+class StaleClientError(RemoteProtocolError):
+    """The client holds history from a retired epoch of the document (close code 4409)."""
+
+    def __init__(self) -> None:
+        super().__init__(STALE_REASON, CloseCode.STALE_EPOCH)
 
 
 def _is_panic(error: BaseException) -> bool:
@@ -120,11 +135,19 @@ class Room:
         store: UpdateLog,
         *,
         epoch: int = 0,
+        generation: int = 0,
+        retired_state_vectors: Iterable[bytes] = (),
         schedule_flush: Callable[[Room], None] | None = None,
     ) -> None:
         self.name = name
         self.doc = doc
         self.epoch = epoch
+        self.generation = generation
+        #: What each retired epoch's clients had written: {client_id: clock}, merged.
+        self.retired: dict[int, int] = {}
+        for state_vector in retired_state_vectors:
+            for client, clock in decode_state_vector(state_vector).items():
+                self.retired[client] = max(clock, self.retired.get(client, 0))
         self.store = store
         self.awareness = Awareness(doc)
         self.awareness.set_local_state(None)  # the server itself has no presence
@@ -182,11 +205,15 @@ class Room:
         """
         match message:
             case SyncUpdate(update) | SyncStep2(update):
+                if self.retired:
+                    self._check_update_epoch(update)
                 self._apply(peer, update)
                 if self._schedule_flush is None:
                     self.flush()
                 return []
             case SyncStep1(state_vector):
+                if self.retired:
+                    self._check_state_epoch(state_vector)
                 try:
                     missing = self.doc.get_update(state_vector)
                 except ValueError as e:
@@ -204,6 +231,51 @@ class Room:
             case Ack() | Unknown():
                 return []  # y-protocols: ignore message types you do not handle
         raise AssertionError(f"unhandled message {message!r}")
+
+    # -- epochs ----------------------------------------------------------------
+    #
+    # A deleted or replaced document starts a new epoch, and the store keeps the state
+    # vector each retired epoch reached. Yjs client ids are random per Doc instance, so a
+    # client that reloaded after the delete writes under new ids, while one still holding
+    # the old history knows clocks of retired ids the current doc does not have. Such a
+    # client would bring the deleted text back (jupyter-collaboration#594, hocuspocus#344):
+    # it is closed with 4409 before anything of it is applied or stored.
+
+    def _knows_retired_history(self, clocks: dict[int, int]) -> bool:
+        current = decode_state_vector(self.doc.get_state())
+        return any(
+            min(clock, self.retired.get(client, 0)) > current.get(client, 0)
+            for client, clock in clocks.items()
+        )
+
+    def _check_state_epoch(self, state_vector: bytes) -> None:
+        if self._knows_retired_history(decode_state_vector(state_vector)):
+            raise StaleClientError()
+
+    def _check_update_epoch(self, update: bytes) -> None:
+        # pycrdt's get_state(update) lists the clients whose structs in the update start at
+        # clock 0, which is what a stale client's sync step 2 (its whole old history) looks
+        # like. A stale tab's later keystrokes alone do not start at 0; the stock client
+        # always sends its sync step 1 first on every connection, and that is checked.
+        try:
+            clocks = decode_state_vector(get_state(update))
+        except ValueError as e:
+            raise InvalidUpdateError(f"invalid update: {e}") from None
+        if self._knows_retired_history(clocks):
+            raise StaleClientError()
+
+    def close_all(self, code: CloseCode, reason: str) -> None:
+        for peer in list(self.peers):
+            peer.close_nowait(code, reason)
+
+    def catch_up(self, stored: StoredDoc) -> None:
+        """Another process appended to the stored document: pass on what is new."""
+        fresh = build_doc(self.name, stored.updates)
+        missing = fresh.get_update(self.doc.get_state())
+        self.generation = stored.generation
+        if missing != EMPTY_UPDATE:
+            apply_update(self.doc, missing)
+            self.broadcast(encode(SyncUpdate(missing)))  # already stored: not appended again
 
     def _apply(self, sender: Peer, update: bytes) -> None:
         if update == EMPTY_UPDATE:
@@ -241,7 +313,7 @@ class Room:
                     )
 
     def _store_update(self, update: bytes) -> None:
-        self._last_ticket = self.store.append_nowait(self.name, update)
+        self._last_ticket = self.store.append_nowait(self.name, update, epoch=self.epoch)
         metrics.note_stored(self._last_ticket)
         if self._ack_peers:
             self._unacked.append((self._last_ticket, self.doc.get_state()))
@@ -330,6 +402,7 @@ class RoomManager(AsyncContextManagerMixin):
         self._dirty: list[Room] = []
         self._dirty_event = anyio.Event()
         store.on_commit(self._on_commit)
+        store.on_stale(self._on_stale)
         metrics.ROOMS.set_function(lambda: len(self.rooms))
 
     @asynccontextmanager
@@ -361,7 +434,13 @@ class RoomManager(AsyncContextManagerMixin):
                 stored = await self.store.load(name)
                 doc = build_doc(name, stored.updates)
                 room = self.rooms[name] = Room(
-                    name, doc, self.store, epoch=stored.epoch, schedule_flush=self._schedule_flush
+                    name,
+                    doc,
+                    self.store,
+                    epoch=stored.epoch,
+                    generation=stored.generation,
+                    retired_state_vectors=stored.retired_state_vectors,
+                    schedule_flush=self._schedule_flush,
                 )
                 log.debug("loaded %r from %d stored updates", name, len(stored.updates))
                 return room
@@ -386,6 +465,37 @@ class RoomManager(AsyncContextManagerMixin):
         for room in rooms:
             room.flush()
 
+    def _on_stale(self, name: str, epoch: int) -> None:
+        # The document was deleted or replaced by another process while this room held it:
+        # what its peers hold is history of a retired epoch.
+        room = self.rooms.get(name)
+        if room is not None and room.epoch == epoch:
+            self._retire(room)
+
+    def _retire(self, room: Room) -> None:
+        log.info(
+            "document %r was deleted or replaced; closing its %d peers", room.name, len(room.peers)
+        )
+        del self.rooms[room.name]
+        room.close_all(CloseCode.STALE_EPOCH, STALE_REASON)
+
+    async def poll_versions(self) -> None:
+        """Notice documents that other processes deleted, replaced or appended to."""
+        if not self.rooms:
+            return
+        versions = await self.store.versions(list(self.rooms))
+        for name, version in versions.items():
+            room = self.rooms.get(name)
+            if room is None:
+                continue
+            if version.epoch != room.epoch:
+                self._retire(room)
+            elif version.generation != room.generation:
+                room.flush()
+                stored = await self.store.load(name)
+                if self.rooms.get(name) is room and stored.epoch == room.epoch:
+                    room.catch_up(stored)
+
     def _on_commit(self, durable_ticket: int) -> None:
         metrics.note_committed(durable_ticket)
         for room in self.rooms.values():
@@ -393,11 +503,15 @@ class RoomManager(AsyncContextManagerMixin):
                 room.on_commit(durable_ticket)
 
     async def _sweep(self) -> None:
-        interval = min(3.0, self.settings.awareness_timeout / 10, self.settings.idle_unload / 2)
+        interval = min(2.0, self.settings.awareness_timeout / 10, self.settings.idle_unload / 2)
         timeout_ms = int(self.settings.awareness_timeout * 1000)
         while True:
             await anyio.sleep(max(interval, 0.05))
             self.sweep(time.monotonic(), int(time.time() * 1000), timeout_ms)
+            try:
+                await self.poll_versions()
+            except StoreError as e:
+                log.error("cannot poll document versions: %s", e)
 
     def sweep(self, now: float, now_ms: int, timeout_ms: int) -> None:
         """Expire stale awareness states and unload rooms empty for ``idle_unload`` s."""
@@ -417,4 +531,4 @@ class RoomManager(AsyncContextManagerMixin):
         self.rooms.clear()
 
 
-__all__ = ["CloseCode", "Peer", "Room", "RoomManager", "apply_update", "build_doc"]
+__all__ = ["Peer", "Room", "RoomManager", "StaleClientError", "apply_update", "build_doc"]

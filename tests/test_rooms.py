@@ -22,7 +22,7 @@ from collab.protocol import (
     SyncUpdate,
     decode,
 )
-from collab.rooms import Room, RoomManager
+from collab.rooms import Room, RoomManager, StaleClientError
 from collab.storage.base import StoredDoc
 from collab.storage.sqlite import SQLiteLog
 from collab.transport.peer import WebSocketPeer
@@ -33,8 +33,13 @@ class FakePeer:
     wants_ack: bool = False
     frames: list[bytes] = field(default_factory=list)
 
+    closed: tuple[int, str] | None = None
+
     def send_nowait(self, frame: bytes) -> None:
         self.frames.append(frame)
+
+    def close_nowait(self, code: CloseCode, reason: str) -> None:
+        self.closed = (int(code), reason)
 
     def messages(self) -> list[object]:
         return [decode(f) for f in self.frames]
@@ -280,3 +285,65 @@ async def test_room_with_peers_is_never_unloaded(store: SQLiteLog) -> None:
     room.join(FakePeer())
     manager.sweep(time.monotonic() + 3600, 0, 30_000)
     assert manager.rooms["busy"] is room
+
+
+def retired_room(store: SQLiteLog, old_doc: Doc) -> Room:
+    """A room whose document was deleted after ``old_doc``'s history was written."""
+    return Room("r", Doc(), store, epoch=1, retired_state_vectors=[old_doc.get_state()])
+
+
+async def test_client_with_retired_history_is_stale(store: SQLiteLog) -> None:
+    old = Doc()
+    text_update("deleted text", old)
+    room = retired_room(store, old)
+    with pytest.raises(StaleClientError) as info:
+        room.receive(FakePeer(), SyncStep1(old.get_state()))
+    assert info.value.close_code == CloseCode.STALE_EPOCH
+
+
+async def test_update_from_a_retired_client_is_refused_and_not_stored(store: SQLiteLog) -> None:
+    old = Doc()
+    text_update("deleted text", old)
+    room = retired_room(store, old)
+    peer = FakePeer()
+    room.join(peer)
+    # Its sync step 2 (what it thinks the server lacks) is the old history.
+    with pytest.raises(StaleClientError):
+        room.receive(peer, SyncStep2(old.get_update()))
+    assert str(room.doc.get("content", type=Text)) == ""
+    await store.flush()
+    assert (await store.load("r")).updates == []
+
+
+async def test_fresh_client_offline_edits_are_not_stale(store: SQLiteLog) -> None:
+    old = Doc()
+    text_update("deleted text", old)
+    room = retired_room(store, old)
+    fresh = Doc()  # a reloaded page: new client id
+    peer = FakePeer()
+    room.join(peer)
+    assert room.receive(peer, SyncStep1(fresh.get_state()))
+    room.receive(peer, SyncUpdate(text_update("written offline", fresh)))
+    assert str(room.doc.get("content", type=Text)) == "written offline"
+
+
+async def test_room_deleted_behind_its_back_closes_its_peers(tmp_path: Path) -> None:
+    from collab.storage.sqlite import connect, delete_doc
+
+    path = tmp_path / "c.db"
+    async with SQLiteLog(path, commit_delay=0) as store, RoomManager(store, Settings()) as manager:
+        room = await manager.open("doomed")
+        peer = FakePeer()
+        room.join(peer)
+        room.receive(peer, SyncUpdate(text_update("soon gone")))
+        room.flush()
+        await store.flush()
+        db = connect(path)
+        delete_doc(db, "doomed")
+        db.close()
+        await manager.poll_versions()
+        assert peer.closed is not None and peer.closed[0] == CloseCode.STALE_EPOCH
+        assert "doomed" not in manager.rooms
+        again = await manager.open("doomed")
+        assert str(again.doc.get("content", type=Text)) == ""
+        assert again.epoch == room.epoch + 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collab.protocol.codec import decode, encode
+from collab.protocol.codec import decode, decode_state_vector, encode
 from collab.protocol.messages import (
     Ack,
     AwarenessUpdate,
@@ -26,5 +26,6 @@ __all__ = [
     "SyncUpdate",
     "Unknown",
     "decode",
+    "decode_state_vector",
     "encode",
 ]

@@ -98,3 +98,16 @@ def encode(message: Message) -> bytes:
         case Ack(state_vector):
             return write_var_uint(MessageType.ACK) + write_message(state_vector)
     raise ValueError(f"cannot encode {message!r}")
+
+
+def decode_state_vector(state_vector: bytes) -> dict[int, int]:
+    """Decode a Yjs v1 state vector into ``{client_id: clock}``.
+
+    :raises RemoteProtocolError: the bytes are not a state vector.
+    """
+    decoder = Decoder(state_vector)
+    result = {}
+    for _ in range(_read_uint(decoder)):
+        client = _read_uint(decoder)
+        result[client] = _read_uint(decoder)
+    return result
