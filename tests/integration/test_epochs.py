@@ -86,3 +86,36 @@ async def test_stock_client_stops_reconnecting_after_a_delete(server: ServerProc
         closes = await js.call("closes")
         assert [c["code"] for c in closes] == [CloseCode.STALE_EPOCH]
         assert await js.call("wsConnected") is False
+
+
+async def test_import_while_a_client_is_connected_reaches_it_as_an_edit(
+    server: ServerProcess, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    async with Client(server.url("shared-notes")) as client:
+        await client.synced()
+        text = client.doc.get("content", type=Text)
+        text += "typed live. "
+        source = Doc()
+        source.get("content", type=Text).insert(0, "imported. ")
+        path = tmp_path / "import.ydoc"
+        path.write_bytes(source.get_update())
+        await anyio.to_thread.run_sync(
+            lambda: subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "collab",
+                    "docs",
+                    "import",
+                    "shared-notes",
+                    str(path),
+                    "--db",
+                    str(server.db_path),
+                ],
+                check=True,
+                cwd=ROOT,
+                capture_output=True,
+            )
+        )
+        await client.wait_for(lambda: "imported. " in str(text) and "typed live. " in str(text))
+        assert client.close_code is None
