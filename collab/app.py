@@ -50,9 +50,7 @@ class CollabApp:
     @asynccontextmanager
     async def running(self) -> AsyncGenerator[CollabApp]:
         """Open the store and the rooms; on exit close every peer and commit everything."""
-        async with SQLiteLog(
-            self.settings.db_path, commit_delay=self.settings.commit_delay
-        ) as store:
+        async with SQLiteLog.from_settings(self.settings) as store:
             async with RoomManager(store, self.settings) as rooms:
                 self._store, self._rooms = store, rooms
                 self.ready, self.stopping = True, False

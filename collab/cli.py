@@ -106,6 +106,39 @@ def cli() -> None:
     help="Seconds between websocket pings; a peer silent for two intervals is dropped.",
 )
 @click.option(
+    "--synchronous",
+    envvar="COLLAB_SYNCHRONOUS",
+    default=DEFAULTS.synchronous,
+    type=click.Choice(["NORMAL", "FULL"], case_sensitive=False),
+    show_envvar=True,
+    help="SQLite synchronous level: NORMAL survives a crash of the process, FULL also a "
+    "power loss (one fsync per group commit).",
+)
+@click.option(
+    "--compact-rows",
+    envvar="COLLAB_COMPACT_ROWS",
+    default=DEFAULTS.compact_rows,
+    type=click.IntRange(2),
+    show_envvar=True,
+    help="Compact a document's log in the background once it has this many rows...",
+)
+@click.option(
+    "--compact-bytes",
+    envvar="COLLAB_COMPACT_BYTES",
+    default=DEFAULTS.compact_bytes,
+    type=click.IntRange(1),
+    show_envvar=True,
+    help="...or this many bytes.",
+)
+@click.option(
+    "--retention",
+    envvar="COLLAB_RETENTION",
+    default=DEFAULTS.retention,
+    type=click.FloatRange(0),
+    show_envvar=True,
+    help="Seconds of history kept for `collab docs export/restore --at`.",
+)
+@click.option(
     "--log-level",
     envvar="COLLAB_LOG_LEVEL",
     default=DEFAULTS.log_level,
@@ -123,7 +156,7 @@ def serve(**options: Any) -> None:
 
         collab serve --port 1234 --db data/collab.db
     """
-    settings = Settings(**options)
+    settings = Settings(**{**options, "synchronous": options["synchronous"].upper()})
     _setup_logging(settings.log_level)
     from collab.server import serve as run_server
 
@@ -279,15 +312,23 @@ def docs_list(db: str, sort: str, limit: int | None, deleted: bool, as_json: boo
     help="Root to export, as NAME or NAME:TYPE (text, map, array, xml); repeatable."
     " Default: every root for json, 'content' for text. Types are detected if not given.",
 )
-@click.option("--at", metavar="TIME", callback=_time_option,
-              help="Export the document as it was then: ISO 8601 (local time unless a zone is"
-              " given), @UNIX_SECONDS, or a duration back from now (90m, 2h, 3d).")
 @click.option(
-    "-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
+    "--at",
+    metavar="TIME",
+    callback=_time_option,
+    help="Export the document as it was then: ISO 8601 (local time unless a zone is"
+    " given), @UNIX_SECONDS, or a duration back from now (90m, 2h, 3d).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
     help="Write here instead of standard output.",
 )
-def docs_export(db: str, name: str, fmt: str, roots: tuple[str, ...], at: float | None,
-                output: str) -> None:
+def docs_export(
+    db: str, name: str, fmt: str, roots: tuple[str, ...], at: float | None, output: str
+) -> None:
     """Export a document, now or as it was at a past time.
 
     Example:
@@ -302,8 +343,14 @@ def docs_export(db: str, name: str, fmt: str, roots: tuple[str, ...], at: float 
             if fmt == "update":
                 data = admin.export_update(database, name, at)
             elif fmt == "json":
-                data = (json.dumps(admin.export_content(database, name, roots, at), indent=2,
-                                   ensure_ascii=False) + "\n").encode()
+                data = (
+                    json.dumps(
+                        admin.export_content(database, name, roots, at),
+                        indent=2,
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                ).encode()
             else:
                 if len(roots) > 1:
                     raise click.UsageError("--format text exports one --root")
@@ -328,9 +375,12 @@ def docs_export(db: str, name: str, fmt: str, roots: tuple[str, ...], at: float 
 @_db_option
 @click.argument("name")
 @click.argument("file", type=click.File("rb"))
-@click.option("--replace", is_flag=True,
-              help="Replace the document's content (a new epoch, as delete does) instead of"
-              " merging the update into it.")
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Replace the document's content (a new epoch, as delete does) instead of"
+    " merging the update into it.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before --replace.")
 def docs_import(db: str, name: str, file: BinaryIO, replace: bool, yes: bool) -> None:
     """Import a binary Yjs update (as `docs export --format update` writes) into a document.
@@ -346,8 +396,9 @@ def docs_import(db: str, name: str, file: BinaryIO, replace: bool, yes: bool) ->
     """
     data = file.read()
     if replace and not yes:
-        click.confirm(f"Replace the whole content of {name!r}? Clients holding it must reload",
-                      abort=True)
+        click.confirm(
+            f"Replace the whole content of {name!r}? Clients holding it must reload", abort=True
+        )
     with _database(db) as database:
         result = admin.import_update(database, name, data, replace=replace)
     verb = "replaced" if result.replaced else "merged into"
@@ -358,10 +409,15 @@ def docs_import(db: str, name: str, file: BinaryIO, replace: bool, yes: bool) ->
 @_db_option
 @click.argument("name", required=False)
 @click.option("--all", "all_docs", is_flag=True, help="Compact every document.")
-@click.option("--retention", envvar="COLLAB_RETENTION", type=click.FloatRange(0),
-              default=DEFAULTS.retention, show_envvar=True,
-              help="Seconds of raw history to keep for point-in-time reads; older is folded"
-              " into the base checkpoint.")
+@click.option(
+    "--retention",
+    envvar="COLLAB_RETENTION",
+    type=click.FloatRange(0),
+    default=DEFAULTS.retention,
+    show_envvar=True,
+    help="Seconds of raw history to keep for point-in-time reads; older is folded"
+    " into the base checkpoint.",
+)
 def docs_compact(db: str, name: str | None, all_docs: bool, retention: float) -> None:
     """Squash documents' logs into one row each and prune history past the retention window.
 
@@ -381,12 +437,15 @@ def docs_compact(db: str, name: str | None, all_docs: bool, retention: float) ->
             existing_doc(database, name)
         rooms = admin.all_rooms(database) if all_docs else [name or ""]
         with click.progressbar(length=len(rooms), label="compacting", file=sys.stderr) as bar:
-            results, failures = admin.compact(database, rooms, retention=retention,
-                                              progress=bar.update)
+            results, failures = admin.compact(
+                database, rooms, retention=retention, progress=bar.update
+            )
     before = sum(r.bytes_before for r in results)
     after = sum(r.bytes_after for r in results)
-    click.echo(f"compacted {len(results)} of {len(rooms)} documents: "
-               f"{_size(before)} -> {_size(after)} in their logs")
+    click.echo(
+        f"compacted {len(results)} of {len(rooms)} documents: "
+        f"{_size(before)} -> {_size(after)} in their logs"
+    )
     for room, error in failures:
         click.echo(f"cannot compact {room!r}: {error} (see `collab check`)", err=True)
     if failures:
@@ -418,8 +477,12 @@ def docs_delete(db: str, name: str, yes: bool) -> None:
 @docs.command("history")
 @_db_option
 @click.argument("name")
-@click.option("--gap", type=click.FloatRange(0), default=300.0,
-              help="Seconds without updates that separate two editing sessions.")
+@click.option(
+    "--gap",
+    type=click.FloatRange(0),
+    default=300.0,
+    help="Seconds without updates that separate two editing sessions.",
+)
 def docs_history(db: str, name: str, gap: float) -> None:
     """List the points a document can be exported or restored at, with sizes.
 
@@ -435,8 +498,10 @@ def docs_history(db: str, name: str, gap: float) -> None:
     with _database(db) as database:
         read = read_history(database, name)
     if read.history_from is not None:
-        click.echo(f"readable from {format_time(read.history_from)}"
-                   " (older history was folded away by the retention window)")
+        click.echo(
+            f"readable from {format_time(read.history_from)}"
+            " (older history was folded away by the retention window)"
+        )
     else:
         click.echo("readable at any time since the document was created")
     if read.base is not None:
@@ -450,16 +515,23 @@ def docs_history(db: str, name: str, gap: float) -> None:
         _table(["FROM", "TO", "UPDATES", "BYTES"], rows, {2, 3})
     if read.compacted is not None:
         at, size, count = read.compacted
-        click.echo(f"(a load reads one compacted row for the {count} updates up to"
-                   f" {format_time(at)}, {_size(size)}, plus the updates after it)")
+        click.echo(
+            f"(a load reads one compacted row for the {count} updates up to"
+            f" {format_time(at)}, {_size(size)}, plus the updates after it)"
+        )
 
 
 @docs.command("restore")
 @_db_option
 @click.argument("name")
-@click.option("--at", metavar="TIME", callback=_time_option, required=True,
-              help="The time to bring back: ISO 8601 (local time unless a zone is given),"
-              " @UNIX_SECONDS, or a duration back from now (90m, 2h, 3d).")
+@click.option(
+    "--at",
+    metavar="TIME",
+    callback=_time_option,
+    required=True,
+    help="The time to bring back: ISO 8601 (local time unless a zone is given),"
+    " @UNIX_SECONDS, or a duration back from now (90m, 2h, 3d).",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def docs_restore(db: str, name: str, at: float, yes: bool) -> None:
     """Bring back a document's content from a past time, as a new edit on top.
@@ -479,8 +551,10 @@ def docs_restore(db: str, name: str, at: float, yes: bool) -> None:
     if result.update is None:
         click.echo(f"{name!r} already has its content of {format_time(at)} (roots: {roots})")
     else:
-        click.echo(f"restored {name!r} to {format_time(at)} with a {_size(len(result.update))}"
-                   f" edit (roots: {roots})")
+        click.echo(
+            f"restored {name!r} to {format_time(at)} with a {_size(len(result.update))}"
+            f" edit (roots: {roots})"
+        )
 
 
 @cli.command()
