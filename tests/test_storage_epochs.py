@@ -12,7 +12,12 @@ from pycrdt import Doc, Text
 from collab import admin
 from collab.errors import DocumentNotFoundError
 from collab.storage.base import DocVersion
-from collab.storage.merge import build, decode_state_vector
+from collab.storage.merge import (
+    build,
+    decode_state_vector,
+    state_vector_overlaps,
+    update_overlaps,
+)
 from collab.storage.sqlite import SQLiteLog, append_updates, connect, list_docs, read_doc
 
 
@@ -125,3 +130,22 @@ async def test_appends_without_an_epoch_are_never_refused(tmp_path: Path) -> Non
         with anyio.fail_after(5):
             await log.flush()
         assert len((await log.load("doc")).updates) == 1
+
+
+def test_history_from_a_retired_epoch_is_recognised_and_new_edits_are_not(
+    tmp_path: Path,
+) -> None:
+    db = connect(tmp_path / "c.db")
+    stale, update = typed("old epoch")
+    append_updates(db, [("doc", update, 1.0, 0)])
+    admin.delete(db, "doc")
+    (retired,) = read_doc(db, "doc").retired_state_vectors
+    # The stale client reconnects: its sync step 1 and its step 2 both give it away ...
+    assert state_vector_overlaps(stale.get_state(), retired)
+    assert update_overlaps(stale.get_update(), retired)
+    # ... while a client that reloaded (a new doc, a new client id) is not stale, even
+    # with offline edits of its own.
+    fresh, edit = typed("new epoch")
+    assert not state_vector_overlaps(fresh.get_state(), retired)
+    assert not update_overlaps(edit, retired)
+    assert not state_vector_overlaps(b"\x00", retired)

@@ -99,6 +99,30 @@ def merge_many(updates: Sequence[bytes]) -> bytes:
     return level[0] if level else b"\x00\x00"
 
 
+def state_vector_overlaps(state_vector: bytes, retired: bytes) -> bool:
+    """Whether a client state vector (sync step 1) includes edits by a client that also
+    edited in a retired epoch (``StoredDoc.retired_state_vectors``).
+
+    Yjs client ids are random per doc instance: a page that reloaded after a delete has a
+    new one, so an id from a retired epoch means the client still holds that epoch's doc.
+    """
+    old = decode_state_vector(retired)
+    return any(
+        clock > 0 and old.get(client_id, 0) > 0
+        for client_id, clock in decode_state_vector(state_vector).items()
+    )
+
+
+def update_overlaps(update: bytes, retired: bytes) -> bool:
+    """Whether an update carries structs a retired epoch already had (history from it).
+
+    ``get_update(update, state_vector)`` drops the structs the state vector covers and
+    keeps the rest byte for byte, so the encoding shrinks exactly when some struct lies
+    within the retired state vector. A client's new edits under fresh client ids never do.
+    """
+    return len(get_update(update, retired)) != len(get_update(update, b"\x00"))
+
+
 def _has_pending(diff: bytes, reached: dict[int, int]) -> bool:
     """Whether ``diff`` (an update diffed against a doc's state vector) holds anything that
     doc could not integrate: structs (only those past the state vector are left), or a
@@ -158,4 +182,6 @@ __all__ = [
     "merge_many",
     "replay",
     "squash",
+    "state_vector_overlaps",
+    "update_overlaps",
 ]
