@@ -133,7 +133,6 @@ async def test_export_import_round_trip_through_a_running_server(server: ServerP
         await client.wait_for(lambda: str(client.doc.get("content", type=Text)) == "carried across")
 
 
-@pytest.mark.xfail(reason="rooms do not pass append_nowait(..., epoch=room.epoch) yet", strict=True)
 async def test_a_deleted_document_is_not_written_back_by_its_open_room(
     server: ServerProcess,
 ) -> None:
