@@ -526,9 +526,5 @@ class RoomManager(AsyncContextManagerMixin):
             else:
                 room.expire_awareness(now_ms, timeout_ms)
 
-    def close_all(self) -> None:
-        """Forget every room (used at shutdown after the peers are closed)."""
-        self.rooms.clear()
-
 
 __all__ = ["Peer", "Room", "RoomManager", "StaleClientError", "apply_update", "build_doc"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collab.storage.base import StoredDoc, UpdateLog
-from collab.storage.sqlite import SQLiteLog, open_log
+from collab.storage.base import DocVersion, StoredDoc, UpdateLog
+from collab.storage.sqlite import SQLiteLog
 
-__all__ = ["SQLiteLog", "StoredDoc", "UpdateLog", "open_log"]
+__all__ = ["DocVersion", "SQLiteLog", "StoredDoc", "UpdateLog"]

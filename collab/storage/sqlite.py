@@ -518,8 +518,8 @@ def swap_compaction(
         ).fetchone()
         if (n, merged) != (job.rows, job.merged):
             return None
-        _keep_base(db, job.doc_id, history_from)
         if keep_history:
+            _keep_base(db, job.doc_id, history_from)
             db.execute(
                 "INSERT INTO history (doc_id, seq, data, created_at)"
                 " SELECT doc_id, seq, data, created_at FROM updates"
@@ -527,11 +527,13 @@ def swap_compaction(
                 [job.doc_id, job.last_seq],
             )
         else:
-            # No raw rows are kept: the document can be read back from this row's time on.
+            # No raw rows are kept: the document can be read back from this row's time on,
+            # and this row alone answers every such read (a base would only duplicate it).
             history_from = max(history_from or job.newest, job.newest)
             db.execute(
                 "UPDATE documents SET history_from = ? WHERE id = ?", [history_from, job.doc_id]
             )
+            db.execute("DELETE FROM checkpoints WHERE doc_id = ?", [job.doc_id])
         db.execute("DELETE FROM updates WHERE doc_id = ? AND seq <= ?", [job.doc_id, job.last_seq])
         db.execute(
             "INSERT INTO updates (doc_id, seq, data, created_at, merged) VALUES (?, ?, ?, ?, ?)",
@@ -1192,7 +1194,3 @@ class SQLiteLog(AsyncContextManagerMixin):
         for _, event in self._waiters:
             event.set()
         self._waiters = []
-
-
-def open_log(path: Path | str, *, commit_delay: float, synchronous: str = "NORMAL") -> SQLiteLog:
-    return SQLiteLog(path, commit_delay=commit_delay, synchronous=synchronous)
