@@ -97,11 +97,13 @@ def test_retention_zero_keeps_no_raw_history(db: Database) -> None:
     for i, char in enumerate("abc"):
         editor.type(char, at=float(i + 1))
     compact_doc(db, "doc", retention=0, now=3)
+    editor.type("d", at=4)
+    compact_doc(db, "doc", retention=0, now=4)
     assert read_history(db, "doc").raw == []
     assert db.execute("SELECT count(*) FROM checkpoints").fetchone()[0] == 0
-    assert text_at(db, 3) == "abc"
+    assert text_at(db, 4) == "abcd"
     with pytest.raises(HistoryUnavailableError):
-        read_at(db, "doc", 2)
+        read_at(db, "doc", 3.5)
 
 
 def test_an_idle_document_keeps_no_duplicate_base(db: Database) -> None:

@@ -144,9 +144,10 @@ async def test_a_deleted_document_is_not_written_back_by_its_open_room(
         code, output = await collab(server, "docs", "delete", "doomed", "--yes")
         assert code == 0, output
         text += " and a late edit"
-        await anyio.sleep(0.5)
-    # Rooms pass the epoch they loaded (append_nowait(..., epoch=room.epoch)), so the store
-    # refuses the late edit of the deleted epoch.
+        # Rooms pass the epoch they loaded (append_nowait(..., epoch=room.epoch)): the store
+        # refuses the late edit of the deleted epoch and the room closes its peers: reload.
+        await client.wait_for(lambda: client.close_code is not None, timeout=10)
+        assert client.close_code == 4409
     assert rows(server, "doomed") == 0
     async with Client(server.url("doomed")) as fresh:
         await fresh.synced()
