@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -17,7 +18,7 @@ from collab.storage.sqlite import SQLiteLog, connect, list_docs
 
 
 def edits_to_updates(edits: list[tuple[int, str, int]]) -> tuple[list[bytes], str]:
-    doc: Doc = Doc()
+    doc: Doc[Any] = Doc()
     text = doc.get("content", type=Text)
     updates = []
     for position, insert, delete in edits:
