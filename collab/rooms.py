@@ -13,7 +13,7 @@ the other peers: an update pycrdt cannot apply never reaches the doc, the disk o
 peer. Fan-out never waits on the store.
 
 Updates are coalesced: those a room accepts within one event-loop turn are merged
-(pycrdt ``merge_updates``) into one update, appended to the store as one row and sent to
+(pycrdt ``merge_updates``, in chunks) into one update, appended to the store as one row and sent to
 each peer as one frame, encoded once for all the peers that sent none of them. A peer that
 sent some of them gets the merge of the others' (or nothing): clients never get their own
 edits back. Under load this turns N frames per peer into one; when idle, a batch holds one
@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 import anyio
 from anyio import AsyncContextManagerMixin
-from pycrdt import Awareness, Doc, get_state, merge_updates
+from pycrdt import Awareness, Doc
 
 from collab import metrics
 from collab.config import Settings
@@ -54,10 +54,16 @@ from collab.protocol import (
     SyncStep2,
     SyncUpdate,
     Unknown,
-    decode_state_vector,
     encode,
 )
 from collab.storage.base import StoredDoc, UpdateLog
+from collab.storage.merge import (
+    build,
+    is_panic,
+    merge_many,
+    state_vector_overlaps,
+    update_overlaps,
+)
 
 log = logging.getLogger("collab.rooms")
 
@@ -90,12 +96,6 @@ class StaleClientError(RemoteProtocolError):
         super().__init__(STALE_REASON, CloseCode.STALE_EPOCH)
 
 
-def _is_panic(error: BaseException) -> bool:
-    # pyo3 turns a Rust panic into PanicException, a BaseException subclass that cannot be
-    # imported by name. An update that makes yrs panic is invalid input like any other.
-    return type(error).__name__ == "PanicException"
-
-
 def apply_update(doc: Doc[Any], update: bytes) -> None:
     """Apply ``update`` to ``doc``, or leave ``doc`` untouched and raise.
 
@@ -109,7 +109,7 @@ def apply_update(doc: Doc[Any], update: bytes) -> None:
     except ValueError as e:
         raise InvalidUpdateError(f"invalid update: {e}") from None
     except BaseException as e:
-        if _is_panic(e):
+        if is_panic(e):
             raise InvalidUpdateError(f"invalid update: {e}") from None
         raise
 
@@ -143,11 +143,8 @@ class Room:
         self.doc = doc
         self.epoch = epoch
         self.generation = generation
-        #: What each retired epoch's clients had written: {client_id: clock}, merged.
-        self.retired: dict[int, int] = {}
-        for state_vector in retired_state_vectors:
-            for client, clock in decode_state_vector(state_vector).items():
-                self.retired[client] = max(clock, self.retired.get(client, 0))
+        #: The state vector each retired epoch of the document reached.
+        self.retired = list(retired_state_vectors)
         self.store = store
         self.awareness = Awareness(doc)
         self.awareness.set_local_state(None)  # the server itself has no presence
@@ -241,27 +238,23 @@ class Room:
     # client would bring the deleted text back (jupyter-collaboration#594, hocuspocus#344):
     # it is closed with 4409 before anything of it is applied or stored.
 
-    def _knows_retired_history(self, clocks: dict[int, int]) -> bool:
-        current = decode_state_vector(self.doc.get_state())
-        return any(
-            min(clock, self.retired.get(client, 0)) > current.get(client, 0)
-            for client, clock in clocks.items()
-        )
-
     def _check_state_epoch(self, state_vector: bytes) -> None:
-        if self._knows_retired_history(decode_state_vector(state_vector)):
+        try:
+            stale = any(state_vector_overlaps(state_vector, old) for old in self.retired)
+        except (IndexError, RuntimeError, RemoteProtocolError):
+            raise RemoteProtocolError("invalid state vector") from None
+        if stale:
             raise StaleClientError()
 
     def _check_update_epoch(self, update: bytes) -> None:
-        # pycrdt's get_state(update) lists the clients whose structs in the update start at
-        # clock 0, which is what a stale client's sync step 2 (its whole old history) looks
-        # like. A stale tab's later keystrokes alone do not start at 0; the stock client
-        # always sends its sync step 1 first on every connection, and that is checked.
+        # Catches a stale client's sync step 2 (its old history) and any update that
+        # carries retired structs. A stale tab's new keystrokes alone carry none; the stock
+        # client sends its sync step 1 first on every connection, and that is checked.
         try:
-            clocks = decode_state_vector(get_state(update))
+            stale = any(update_overlaps(update, old) for old in self.retired)
         except ValueError as e:
             raise InvalidUpdateError(f"invalid update: {e}") from None
-        if self._knows_retired_history(clocks):
+        if stale:
             raise StaleClientError()
 
     def close_all(self, code: CloseCode, reason: str) -> None:
@@ -297,7 +290,7 @@ class Room:
             self._store_update(update)
             self.broadcast(encode(SyncUpdate(update)), exclude=sender)
             return
-        merged = merge_updates(*(update for _, update in batch))
+        merged = merge_many([update for _, update in batch])
         self._store_update(merged)
         senders = {sender for sender, _ in batch}
         frame_for_others = encode(SyncUpdate(merged))
@@ -308,9 +301,7 @@ class Room:
             if sender in self.peers:
                 rest = [update for origin, update in batch if origin is not sender]
                 if rest:
-                    sender.send_nowait(
-                        encode(SyncUpdate(rest[0] if len(rest) == 1 else merge_updates(*rest)))
-                    )
+                    sender.send_nowait(encode(SyncUpdate(merge_many(rest))))
 
     def _store_update(self, update: bytes) -> None:
         self._last_ticket = self.store.append_nowait(self.name, update, epoch=self.epoch)
@@ -379,16 +370,12 @@ def build_doc(name: str, updates: list[bytes]) -> Doc[Any]:
 
     :raises StoreError: a stored update cannot be applied (``collab check`` finds these).
     """
-    doc: Doc[Any] = Doc()
-    if not updates:
-        return doc
     try:
-        apply_update(doc, updates[0] if len(updates) == 1 else merge_updates(*updates))
-    except (InvalidUpdateError, ValueError) as e:
+        return build(updates)
+    except InvalidUpdateError as e:
         raise StoreError(
             f"document {name!r} has a stored update that cannot be applied: {e}"
         ) from e
-    return doc
 
 
 class RoomManager(AsyncContextManagerMixin):

@@ -21,12 +21,13 @@ from typing import Any
 from pycrdt import Decoder, Doc, Encoder, get_state, get_update, merge_updates
 
 from collab.errors import InvalidUpdateError
+from collab.protocol.codec import decode_state_vector
 
 #: How many updates :func:`replay` merges before each ``apply_update`` (see the module doc).
 REPLAY_CHUNK = 64
 
 
-def _is_panic(error: BaseException) -> bool:
+def is_panic(error: BaseException) -> bool:
     # pyo3 turns a Rust panic into PanicException, a BaseException subclass that cannot be
     # imported by name; bytes that make yrs panic are invalid input like any other.
     return type(error).__name__ == "PanicException"
@@ -45,7 +46,7 @@ def replay(doc: Doc[Any], updates: Sequence[bytes]) -> None:
         except ValueError as e:
             raise InvalidUpdateError(f"updates {start}-{start + len(chunk) - 1}: {e}") from None
         except BaseException as e:
-            if _is_panic(e):
+            if is_panic(e):
                 raise InvalidUpdateError(f"updates {start}-{start + len(chunk) - 1}: {e}") from None
             raise
 
@@ -63,16 +64,9 @@ def check_update(update: bytes) -> None:
     except ValueError as e:
         raise InvalidUpdateError(f"not a Yjs update: {e}") from None
     except BaseException as e:
-        if _is_panic(e):
+        if is_panic(e):
             raise InvalidUpdateError(f"not a Yjs update: {e}") from None
         raise
-
-
-def decode_state_vector(state_vector: bytes) -> dict[int, int]:
-    """Decode a Yjs v1 state vector into ``{client_id: clock}``."""
-    decoder = Decoder(state_vector)
-    count = decoder.read_var_uint()
-    return {decoder.read_var_uint(): decoder.read_var_uint() for _ in range(count)}
 
 
 def encode_state_vector(clocks: dict[int, int]) -> bytes:
@@ -177,7 +171,7 @@ __all__ = [
     "REPLAY_CHUNK",
     "build",
     "check_update",
-    "decode_state_vector",
+    "is_panic",
     "encode_state_vector",
     "merge_many",
     "replay",
