@@ -45,6 +45,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -219,7 +220,9 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def bench_memory(visits: int, work: Path, idle_unload: float) -> dict[str, Any]:
+def bench_memory(
+    visits: int, work: Path, idle_unload: float, clients_per_doc: int = 3
+) -> dict[str, Any]:
     from collab.client import Client
 
     port = free_port()
@@ -261,19 +264,31 @@ def bench_memory(visits: int, work: Path, idle_unload: float) -> dict[str, Any]:
         async def visit_all() -> None:
             started = time.perf_counter()
             for i in range(visits):
-                async with Client(f"ws://127.0.0.1:{port}/visit-{i}", ack=True) as client:
+                url = f"ws://127.0.0.1:{port}/visit-{i}"
+                async with AsyncExitStack() as stack:
+                    client = await stack.enter_async_context(Client(url, ack=True))
+                    others = [
+                        await stack.enter_async_context(Client(url))
+                        for _ in range(clients_per_doc - 1)
+                    ]
                     await client.synced()
                     text = client.doc.get("content", type=Text)
                     text += f"document {i}: " + "lorem ipsum dolor sit amet " * 20
                     await client.wait_durable()
+                    for other in others:
+                        await other.wait_for(
+                            lambda o=other: len(o.doc.get("content", type=Text)) > 0
+                        )
                 if i % max(visits // 20, 1) == 0 or i == visits - 1:
                     samples.append(
                         (i + 1, round(time.perf_counter() - started, 2), rss_kib(proc.pid))
                     )
                     rss = samples[-1][2] / 1024
                     log(f"  memory: {i + 1:6d} documents visited, server RSS {rss:7.1f} MiB")
-            # Let the idle rooms unload, then sample once more.
-            await anyio.sleep(idle_unload * 2 + 3.5)
+            # Let the idle rooms unload, and hypercorn's per-connection ping tasks (which
+            # sleep one --ping-interval, 20 s, after their connection closed) end; then
+            # sample once more.
+            await anyio.sleep(max(idle_unload * 2 + 3.5, 25))
             samples.append((visits, round(time.perf_counter() - started, 2), rss_kib(proc.pid)))
             log(f"  memory: after idle unload, server RSS {samples[-1][2] / 1024:7.1f} MiB")
 
@@ -286,6 +301,7 @@ def bench_memory(visits: int, work: Path, idle_unload: float) -> dict[str, Any]:
     peak = max(s[2] for s in samples)
     return {
         "visits": visits,
+        "clients_per_doc": clients_per_doc,
         "idle_unload_s": idle_unload,
         "samples": [{"visited": v, "seconds": t, "rss_kib": r} for v, t, r in samples],
         "rss_warm_kib": warm[2],
@@ -322,6 +338,10 @@ def main() -> None:
     parser.add_argument("--idle-unload", type=float, default=1.0)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument(
+        "--clients-per-doc", type=int, default=3, help="Connections open on each visited document."
+    )
+    parser.add_argument("--skip-documents", action="store_true", help="Only the memory test.")
+    parser.add_argument(
         "--merge-all-full",
         action="store_true",
         help="Also time merge_updates(*all) on the full trace (~10 min).",
@@ -346,10 +366,11 @@ def main() -> None:
         "documents": {},
     }
     try:
-        for label, limit in (
+        documents = [
             (f"keystrokes-{small}", small),
             ("automerge-paper" if full is None else f"keystrokes-{full}", full),
-        ):
+        ]
+        for label, limit in [] if args.skip_documents else documents:
             log(f"{label}: building updates from the trace")
             t0 = time.perf_counter()
             updates, expected = trace_updates(limit)
@@ -362,8 +383,11 @@ def main() -> None:
                 label, updates, expected, work, args.runs, merge_all
             )
         if not args.skip_memory:
-            log(f"memory: one client visits {visits} documents (--idle-unload {args.idle_unload})")
-            results["memory"] = bench_memory(visits, work, args.idle_unload)
+            log(
+                f"memory: {args.clients_per_doc} clients visit {visits} documents in turn"
+                f" (--idle-unload {args.idle_unload})"
+            )
+            results["memory"] = bench_memory(visits, work, args.idle_unload, args.clients_per_doc)
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -58,8 +58,10 @@ from collab.protocol import (
 )
 from collab.storage.base import StoredDoc, UpdateLog
 from collab.storage.merge import (
+    apply as apply_update,
+)
+from collab.storage.merge import (
     build,
-    is_panic,
     merge_many,
     state_vector_overlaps,
     update_overlaps,
@@ -94,24 +96,6 @@ class StaleClientError(RemoteProtocolError):
 
     def __init__(self) -> None:
         super().__init__(STALE_REASON, CloseCode.STALE_EPOCH)
-
-
-def apply_update(doc: Doc[Any], update: bytes) -> None:
-    """Apply ``update`` to ``doc``, or leave ``doc`` untouched and raise.
-
-    yrs decodes the whole update before it integrates anything, so a failed decode
-    changes nothing.
-
-    :raises InvalidUpdateError: pycrdt cannot decode or apply the update.
-    """
-    try:
-        doc.apply_update(update)
-    except ValueError as e:
-        raise InvalidUpdateError(f"invalid update: {e}") from None
-    except BaseException as e:
-        if is_panic(e):
-            raise InvalidUpdateError(f"invalid update: {e}") from None
-        raise
 
 
 def encode_awareness(awareness: Awareness, client_ids: Iterable[int]) -> bytes:

@@ -33,6 +33,24 @@ def is_panic(error: BaseException) -> bool:
     return type(error).__name__ == "PanicException"
 
 
+def apply(doc: Doc[Any], update: bytes, what: str = "invalid update") -> None:
+    """Apply ``update`` to ``doc``, or leave ``doc`` untouched and raise.
+
+    yrs decodes the whole update before it integrates anything, so a failed decode
+    changes nothing.
+
+    :raises InvalidUpdateError: pycrdt cannot decode or apply the update (``what: why``).
+    """
+    try:
+        doc.apply_update(update)
+    except ValueError as e:
+        raise InvalidUpdateError(f"{what}: {e}") from None
+    except BaseException as e:
+        if is_panic(e):
+            raise InvalidUpdateError(f"{what}: {e}") from None
+        raise
+
+
 def replay(doc: Doc[Any], updates: Sequence[bytes]) -> None:
     """Apply ``updates`` to ``doc`` in order, :data:`REPLAY_CHUNK` merged updates at a time.
 
@@ -41,14 +59,12 @@ def replay(doc: Doc[Any], updates: Sequence[bytes]) -> None:
     """
     for start in range(0, len(updates), REPLAY_CHUNK):
         chunk = updates[start : start + REPLAY_CHUNK]
+        what = f"updates {start}-{start + len(chunk) - 1}"
         try:
-            doc.apply_update(chunk[0] if len(chunk) == 1 else merge_updates(*chunk))
+            merged = chunk[0] if len(chunk) == 1 else merge_updates(*chunk)
         except ValueError as e:
-            raise InvalidUpdateError(f"updates {start}-{start + len(chunk) - 1}: {e}") from None
-        except BaseException as e:
-            if is_panic(e):
-                raise InvalidUpdateError(f"updates {start}-{start + len(chunk) - 1}: {e}") from None
-            raise
+            raise InvalidUpdateError(f"{what}: {e}") from None
+        apply(doc, merged, what)
 
 
 def check_update(update: bytes) -> None:
@@ -58,15 +74,11 @@ def check_update(update: bytes) -> None:
 
     :raises InvalidUpdateError: the bytes are not a Yjs v1 update pycrdt can apply.
     """
+    apply(Doc(), update, "not a Yjs update")
     try:
-        Doc().apply_update(update)
         get_state(update)
     except ValueError as e:
         raise InvalidUpdateError(f"not a Yjs update: {e}") from None
-    except BaseException as e:
-        if is_panic(e):
-            raise InvalidUpdateError(f"not a Yjs update: {e}") from None
-        raise
 
 
 def encode_state_vector(clocks: dict[int, int]) -> bytes:
@@ -169,6 +181,7 @@ def build(updates: Sequence[bytes]) -> Doc[Any]:
 
 __all__ = [
     "REPLAY_CHUNK",
+    "apply",
     "build",
     "check_update",
     "is_panic",
