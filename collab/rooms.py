@@ -30,7 +30,6 @@ hocuspocus#821), expires stale awareness states, and unloads rooms that stayed e
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import deque
@@ -303,7 +302,8 @@ class Room:
     def _apply_awareness(self, peer: Peer, payload: bytes) -> None:
         try:
             self.awareness.apply_awareness_update(payload, origin=peer)
-        except (IndexError, RuntimeError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (IndexError, RuntimeError, ValueError, TypeError) as e:
+            # ValueError covers bad JSON and bad UTF-8 in the state strings
             raise RemoteProtocolError(f"malformed awareness update: {e}") from None
 
     def _on_awareness_change(self, topic: str, event: tuple[dict[str, Any], Any]) -> None:

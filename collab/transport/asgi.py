@@ -130,6 +130,11 @@ async def websocket_endpoint(app: CollabApp, scope: Scope, receive: Receive, sen
                     except RemoteProtocolError as e:
                         peer.close_nowait(e.close_code, str(e))
                         break
+                    except Exception:
+                        # A bug of ours, not the client's: say so (1011), keep the others going.
+                        log.exception("error handling a message from %s", peer.label)
+                        peer.close_nowait(CloseCode.INTERNAL_ERROR, "internal server error")
+                        break
                 elif message["type"] == "websocket.disconnect":
                     disconnected = True
                     break
