@@ -90,8 +90,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if DB_PATH:
                 # Create the schema once, before rooms open their own connections
                 # (concurrent first opens would each try to create it).
-                async with Store(path="__bench_init__", log=log):
-                    pass
+                async with Store(path="__bench_init__", log=log) as store:
+                    assert store.db_initialized is not None
+                    await store.db_initialized.wait()
             await send({"type": "lifespan.startup.complete"})
             await receive()  # lifespan.shutdown
         await send({"type": "lifespan.shutdown.complete"})
