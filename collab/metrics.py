@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
@@ -27,6 +28,10 @@ COMMIT_SECONDS = Histogram(
 
 #: (ticket, monotonic time it was handed to the store), oldest first; see note_stored.
 _awaiting_commit: deque[tuple[int, float]] = deque()
+#: The most recent accept-to-commit latencies, in seconds, for exact percentiles at
+#: ``GET /api/stats`` (the histogram above only has buckets). Bounded: 100k floats.
+_recent_commits: deque[float] = deque(maxlen=100_000)
+_max_commit = 0.0
 
 
 def note_stored(ticket: int) -> None:
@@ -36,10 +41,33 @@ def note_stored(ticket: int) -> None:
 
 def note_committed(durable_ticket: int) -> None:
     """The store made every ticket up to ``durable_ticket`` durable."""
+    global _max_commit
     now = time.monotonic()
     while _awaiting_commit and _awaiting_commit[0][0] <= durable_ticket:
         _, stored_at = _awaiting_commit.popleft()
-        COMMIT_SECONDS.observe(now - stored_at)
+        latency = now - stored_at
+        COMMIT_SECONDS.observe(latency)
+        _recent_commits.append(latency)
+        _max_commit = max(_max_commit, latency)
+
+
+def stats() -> dict[str, Any]:
+    """Accept-to-commit latency percentiles over the last 100k commits, in milliseconds."""
+    values = sorted(_recent_commits)
+    if not values:
+        return {"commit_latency_ms": {"n": 0, "p50": None, "p99": None, "max": None}}
+
+    def at(q: float) -> float:
+        return round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 3)
+
+    return {
+        "commit_latency_ms": {
+            "n": len(values),
+            "p50": at(0.5),
+            "p99": at(0.99),
+            "max": round(_max_commit * 1000, 3),
+        }
+    }
 
 
 def render() -> tuple[bytes, str]:

@@ -185,7 +185,10 @@ async def http_endpoint(app: CollabApp, scope: Scope, receive: Receive, send: Se
     path: str = scope["path"]
     method: str = scope["method"]
     head = method == "HEAD"
-    if path in ("/healthz", "/readyz", "/metrics", "/api/docs") and method not in ("GET", "HEAD"):
+    if path in ("/healthz", "/readyz", "/metrics", "/api/docs", "/api/stats") and method not in (
+        "GET",
+        "HEAD",
+    ):
         await respond_text(send, 405, f"{method} is not allowed on {path}; use GET\n")
         return
     if path == "/healthz":
@@ -198,6 +201,8 @@ async def http_endpoint(app: CollabApp, scope: Scope, receive: Receive, send: Se
     elif path == "/metrics":
         body, content_type = metrics.render()
         await _respond(send, 200, body, content_type, head)
+    elif path == "/api/stats":
+        await respond_json(send, 200, metrics.stats(), head)
     elif path == "/api/docs":
         params = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         try:

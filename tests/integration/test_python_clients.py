@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import urllib.request
 
@@ -288,3 +289,7 @@ async def test_metrics_count_updates_connections_and_commit_latency(server: Serv
     assert during["collab_rooms_loaded"] == 1
     assert during["collab_commit_seconds_count"] == 1
     assert 0 < during["collab_commit_seconds_sum"] < 5
+    with urllib.request.urlopen(f"{server.http_url}/api/stats", timeout=5) as response:
+        latency = json.loads(response.read())["commit_latency_ms"]
+    assert latency["n"] == 1
+    assert 0 < latency["p50"] == latency["p99"] <= latency["max"] < 5000
