@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
 from collab.config import Settings
 from collab.errors import CloseCode, CollabError
@@ -67,9 +66,6 @@ class CollabApp:
         self.stopping = True
         for peer in list(self.peers):
             peer.close_nowait(CloseCode.GOING_AWAY, "server is shutting down")
-
-    async def list_docs(self, limit: int) -> list[dict[str, Any]]:
-        return await self.store.list_docs(limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

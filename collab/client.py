@@ -46,7 +46,9 @@ class Client(AsyncContextManagerMixin):
     """One connection to one document. Use as ``async with Client(url) as client``."""
 
     def __init__(self, url: str, doc: Doc[Any] | None = None, *, ack: bool = False) -> None:
-        self.url = url + ("&" if "?" in url else "?") + "ack=1" if ack else url
+        if ack:
+            url += ("&" if "?" in url else "?") + "ack=1"
+        self.url = url
         self.doc: Doc[Any] = doc if doc is not None else Doc()
         self.awareness = Awareness(self.doc)
         self.durable_state: dict[int, int] = {}
@@ -56,12 +58,10 @@ class Client(AsyncContextManagerMixin):
         self._changed = anyio.Event()
         self._outbox, self._pending = anyio.create_memory_object_stream[bytes](10_000)
         self._applying_remote = False
-        self._ws: ClientConnection | None = None
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Client]:
         async with connect(self.url, max_size=None, open_timeout=10) as ws:
-            self._ws = ws
             doc_sub = self.doc.observe(self._on_doc_change)
             aw_sub = self.awareness.observe(self._on_awareness_change)
             try:
@@ -103,14 +103,6 @@ class Client(AsyncContextManagerMixin):
         await self.wait_for(
             lambda: covers(self.durable_state, decode_state_vector(self.doc.get_state())), timeout
         )
-
-    async def send_raw(self, frame: bytes) -> None:
-        assert self._ws is not None
-        await self._ws.send(frame)
-
-    async def close(self) -> None:
-        if self._ws is not None:
-            await self._ws.close()
 
     # -- plumbing --------------------------------------------------------------
 

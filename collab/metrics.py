@@ -15,9 +15,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 CONNECTIONS = Gauge("collab_connections", "Open websocket connections.")
 ROOMS = Gauge("collab_rooms_loaded", "Documents loaded in memory.")
 UPDATES = Counter("collab_updates_total", "Yjs updates accepted from clients.")
-REJECTED = Counter(
+CLOSED = Counter(
     "collab_connections_closed_total",
-    "Connections the server closed, by close code.",
+    "Connections the server closed (not the client), by close code.",
     ["code"],
 )
 COMMIT_SECONDS = Histogram(

@@ -121,6 +121,7 @@ class Room:
         generation: int = 0,
         retired_state_vectors: Iterable[bytes] = (),
         schedule_flush: Callable[[Room], None] | None = None,
+        awaiting_ack: set[Room] | None = None,
     ) -> None:
         self.name = name
         self.doc = doc
@@ -140,6 +141,9 @@ class Room:
         self._last_ticket = 0
         self._ack_peers: set[Peer] = set()
         self._unacked: deque[tuple[int, bytes]] = deque()  # (ticket, state vector then)
+        # The rooms with unacknowledged tickets, shared with the manager so that a commit
+        # visits only them, not every loaded room.
+        self._awaiting_ack = awaiting_ack if awaiting_ack is not None else set()
         # Updates accepted since the last flush, with the peer each came from.
         self._batch: list[tuple[Peer, bytes]] = []
         self._schedule_flush = schedule_flush
@@ -161,7 +165,7 @@ class Room:
             if self.store.durable_ticket >= self._last_ticket:
                 frames.append(encode(Ack(self.doc.get_state())))
             else:
-                self._unacked.append((self._last_ticket, self.doc.get_state()))
+                self._await_ack()
         return frames
 
     def leave(self, peer: Peer) -> None:
@@ -170,6 +174,7 @@ class Room:
         self._ack_peers.discard(peer)
         if not self._ack_peers:
             self._unacked.clear()
+            self._awaiting_ack.discard(self)
         if client_ids:
             self.awareness.remove_awareness_states(list(client_ids), origin=None)
         if not self.peers:
@@ -290,7 +295,7 @@ class Room:
         self._last_ticket = self.store.append_nowait(self.name, update, epoch=self.epoch)
         metrics.note_stored(self._last_ticket)
         if self._ack_peers:
-            self._unacked.append((self._last_ticket, self.doc.get_state()))
+            self._await_ack()
 
     def broadcast(self, frame: bytes, exclude: Peer | None = None) -> None:
         for peer in list(self.peers):
@@ -334,15 +339,18 @@ class Room:
 
     # -- durability acknowledgements --------------------------------------------
 
-    @property
-    def awaits_ack(self) -> bool:
-        return bool(self._unacked)
+    def _await_ack(self) -> None:
+        """Remember the doc's state as of the last ticket, to acknowledge once it commits."""
+        self._unacked.append((self._last_ticket, self.doc.get_state()))
+        self._awaiting_ack.add(self)
 
     def on_commit(self, durable_ticket: int) -> None:
         """The store committed every update up to ``durable_ticket``: tell ack peers."""
         state_vector = None
         while self._unacked and self._unacked[0][0] <= durable_ticket:
             _, state_vector = self._unacked.popleft()
+        if not self._unacked:
+            self._awaiting_ack.discard(self)
         if state_vector is not None:
             frame = encode(Ack(state_vector))
             for peer in list(self._ack_peers):
@@ -371,6 +379,7 @@ class RoomManager(AsyncContextManagerMixin):
         self.rooms: dict[str, Room] = {}
         self._loading: dict[str, anyio.Event] = {}
         self._dirty: list[Room] = []
+        self._awaiting_ack: set[Room] = set()
         self._dirty_event = anyio.Event()
         store.on_commit(self._on_commit)
         store.on_stale(self._on_stale)
@@ -412,6 +421,7 @@ class RoomManager(AsyncContextManagerMixin):
                     generation=stored.generation,
                     retired_state_vectors=stored.retired_state_vectors,
                     schedule_flush=self._schedule_flush,
+                    awaiting_ack=self._awaiting_ack,
                 )
                 log.debug("loaded %r from %d stored updates", name, len(stored.updates))
                 return room
@@ -469,9 +479,8 @@ class RoomManager(AsyncContextManagerMixin):
 
     def _on_commit(self, durable_ticket: int) -> None:
         metrics.note_committed(durable_ticket)
-        for room in self.rooms.values():
-            if room.awaits_ack:
-                room.on_commit(durable_ticket)
+        for room in list(self._awaiting_ack):
+            room.on_commit(durable_ticket)
 
     async def _sweep(self) -> None:
         interval = min(2.0, self.settings.awareness_timeout / 10, self.settings.idle_unload / 2)

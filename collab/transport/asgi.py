@@ -145,7 +145,7 @@ async def websocket_endpoint(app: CollabApp, scope: Scope, receive: Receive, sen
         peer.close_streams()
         metrics.CONNECTIONS.dec()
         if peer.close_code is not None:
-            metrics.REJECTED.labels(code=str(int(peer.close_code))).inc()
+            metrics.CLOSED.labels(code=str(int(peer.close_code))).inc()
     if not disconnected:
         with anyio.CancelScope(shield=True):
             code = peer.close_code if peer.close_code is not None else CloseCode.NORMAL
@@ -212,7 +212,7 @@ async def http_endpoint(app: CollabApp, scope: Scope, receive: Receive, send: Se
         except ValueError:
             await respond_json(send, 400, {"error": "limit must be an integer from 1 to 1000"})
             return
-        docs = await app.list_docs(limit)
+        docs = await app.store.list_docs(limit)
         await respond_json(send, 200, {"docs": docs}, head)
     elif path.startswith("/api/"):
         await respond_json(send, 404, {"error": f"no API route {path}"})
