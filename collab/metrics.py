@@ -6,7 +6,6 @@ expects; tests read them through :func:`render`.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from typing import Any
 
@@ -26,7 +25,7 @@ COMMIT_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5),
 )
 
-#: (ticket, monotonic time it was handed to the store), oldest first; see note_stored.
+#: (ticket, monotonic time its first update was accepted), oldest first; see note_stored.
 _awaiting_commit: deque[tuple[int, float]] = deque()
 #: The most recent accept-to-commit latencies, in seconds, for exact percentiles at
 #: ``GET /api/stats`` (the histogram above only has buckets). Bounded: 100k floats.
@@ -34,18 +33,18 @@ _recent_commits: deque[float] = deque(maxlen=100_000)
 _max_commit = 0.0
 
 
-def note_stored(ticket: int) -> None:
-    """A room handed the store the update with this ticket."""
-    _awaiting_commit.append((ticket, time.monotonic()))
+def note_stored(ticket: int, accepted_at: float) -> None:
+    """A room handed the store, as ``ticket``, updates it accepted from ``accepted_at`` on
+    (``time.monotonic()``)."""
+    _awaiting_commit.append((ticket, accepted_at))
 
 
-def note_committed(durable_ticket: int) -> None:
-    """The store made every ticket up to ``durable_ticket`` durable."""
+def note_committed(durable_ticket: int, committed_at: float) -> None:
+    """The store made every ticket up to ``durable_ticket`` durable at ``committed_at``."""
     global _max_commit
-    now = time.monotonic()
     while _awaiting_commit and _awaiting_commit[0][0] <= durable_ticket:
-        _, stored_at = _awaiting_commit.popleft()
-        latency = now - stored_at
+        _, accepted_at = _awaiting_commit.popleft()
+        latency = committed_at - accepted_at
         COMMIT_SECONDS.observe(latency)
         _recent_commits.append(latency)
         _max_commit = max(_max_commit, latency)

@@ -146,6 +146,7 @@ class Room:
         self._awaiting_ack = awaiting_ack if awaiting_ack is not None else set()
         # Updates accepted since the last flush, with the peer each came from.
         self._batch: list[tuple[Peer, bytes]] = []
+        self._batch_since = 0.0  # time.monotonic() the batch's first update was applied
         self._schedule_flush = schedule_flush
 
     # -- peers -----------------------------------------------------------------
@@ -263,8 +264,10 @@ class Room:
             return
         apply_update(self.doc, update)
         metrics.UPDATES.inc()
-        if not self._batch and self._schedule_flush is not None:
-            self._schedule_flush(self)
+        if not self._batch:
+            self._batch_since = time.monotonic()
+            if self._schedule_flush is not None:
+                self._schedule_flush(self)
         self._batch.append((sender, update))
 
     def flush(self) -> None:
@@ -293,7 +296,7 @@ class Room:
 
     def _store_update(self, update: bytes) -> None:
         self._last_ticket = self.store.append_nowait(self.name, update, epoch=self.epoch)
-        metrics.note_stored(self._last_ticket)
+        metrics.note_stored(self._last_ticket, self._batch_since)
         if self._ack_peers:
             self._await_ack()
 
@@ -477,8 +480,8 @@ class RoomManager(AsyncContextManagerMixin):
                 if self.rooms.get(name) is room and stored.epoch == room.epoch:
                     room.catch_up(stored)
 
-    def _on_commit(self, durable_ticket: int) -> None:
-        metrics.note_committed(durable_ticket)
+    def _on_commit(self, durable_ticket: int, committed_at: float) -> None:
+        metrics.note_committed(durable_ticket, committed_at)
         for room in list(self._awaiting_ack):
             room.on_commit(durable_ticket)
 

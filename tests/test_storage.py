@@ -35,7 +35,7 @@ def edits_to_updates(edits: list[tuple[int, str, int]]) -> tuple[list[bytes], st
 async def test_a_burst_is_one_transaction(tmp_path: Path) -> None:
     async with SQLiteLog(tmp_path / "c.db", commit_delay=0.05) as log:
         commits: list[int] = []
-        log.on_commit(commits.append)
+        log.on_commit(lambda ticket, _at: commits.append(ticket))
         tickets = [log.append_nowait("doc", b"\x00\x00" + bytes([i])) for i in range(100)]
         await log.flush()
         assert tickets == list(range(1, 101))

@@ -59,7 +59,7 @@ async def test_appends_under_a_retired_epoch_are_refused_and_reported_first(tmp_
         admin.delete(connect(path), "doc")  # another process deletes it
         events: list[tuple[str, object]] = []
         log.on_stale(lambda room, epoch: events.append(("stale", (room, epoch))))
-        log.on_commit(lambda ticket: events.append(("commit", ticket)))
+        log.on_commit(lambda ticket, _at: events.append(("commit", ticket)))
         _, late = typed("late edit of the old doc")
         _, fresh = typed("written after the delete")
         log.append_nowait("doc", late, epoch=0)  # a room loaded before the delete

@@ -83,8 +83,9 @@ class UpdateLog(Protocol):
         """The highest ticket whose update is committed (or refused as stale)."""
         ...
 
-    def on_commit(self, callback: Callable[[int], None]) -> None:
-        """Call ``callback(durable_ticket)`` on the event loop after each group commit."""
+    def on_commit(self, callback: Callable[[int, float], None]) -> None:
+        """Call ``callback(durable_ticket, committed_at)`` on the event loop after each
+        group commit; ``committed_at`` is the ``time.monotonic()`` it became durable."""
         ...
 
     def on_stale(self, callback: Callable[[str, int], None]) -> None:

@@ -2,21 +2,22 @@
 
 Theory of operation
 -------------------
-Rooms call :meth:`SQLiteLog.append_nowait` on the event loop; it only appends to an
-in-memory list and wakes the writer task. The writer waits ``commit_delay`` so that a
-burst of keystrokes shares one transaction (group commit), cuts the list, and writes the
-batch in a worker thread, so the event loop never blocks on the disk. All database work
-of a server process goes through one connection, one thread at a time (a capacity
-limiter of one), as datasette's single writer does.
+Rooms call :meth:`SQLiteLog.append_nowait` on the event loop; it only queues the update
+for the commit thread (:mod:`collab.storage.writer`), which waits until the oldest queued
+update is ``commit_delay`` old so that a burst of keystrokes shares one transaction (group
+commit), then writes the batch and reports back to the loop. The event loop never blocks
+on the disk, and a busy loop does not delay commits. All database work of a server process
+goes through one connection, one thread at a time (a lock; reads and compaction run in one
+worker thread at a time), as datasette's single writer does.
 
-If a commit fails the batch stays queued and is retried with backoff; nothing is
-acknowledged until it is on disk. A document's load first waits for its own queued
+If a commit fails the batch is retried with backoff; nothing is acknowledged until it is
+on disk. A document's load first waits for its own queued
 updates, so an unload followed by a quick reload never misses a write.
 
 Compaction. The log counts, per document, the raw rows appended since its last compaction.
 Past ``compact_rows`` rows or ``compact_bytes`` bytes, a background task compacts it in
-three steps: read the rows up to seq N (under the limiter, a short read), squash them into
-one update in a worker thread *without* the limiter (group commits go on meanwhile), then
+three steps: read the rows up to seq N (holding the connection, a short read), squash them into
+one update in a worker thread *without* holding it (group commits go on meanwhile), then
 swap in one transaction: check that the rows up to N and the epoch are what was read
 (else skip: someone else compacted or deleted), move the raw rows to ``history``, delete
 rows up to N and insert the squashed row with seq N. Rows appended meanwhile have seqs
@@ -43,15 +44,17 @@ group commit. docs/storage.md has the measured costs.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
+import threading
 import time
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from anyio import AsyncContextManagerMixin, CapacityLimiter, to_thread
@@ -61,11 +64,13 @@ from sqlite_utils.migrations import Migrations
 from collab.errors import CollabError, DocumentNotFoundError, StoreError
 from collab.storage.base import DocVersion, StoredDoc
 from collab.storage.merge import build, encode_state_vector, squash
+from collab.storage.writer import CommitThread
 
 if TYPE_CHECKING:
     from collab.config import Settings
 
 log = logging.getLogger("collab.storage")
+T = TypeVar("T")
 
 #: How long a connection waits for another process's write lock (the admin CLI, say).
 BUSY_TIMEOUT_MS = 5000
@@ -80,6 +85,8 @@ TRACKED_ROOMS = 10_000
 DEFAULT_RETENTION = 7 * 24 * 3600.0
 #: Names per ``IN (...)`` query; SQLite allows at least 999 parameters.
 _NAMES_PER_QUERY = 500
+#: Rows per multi-row ``INSERT``: 4 parameters each, within SQLite's oldest 999 limit.
+_ROWS_PER_INSERT = 240
 
 migrations = Migrations("collab")
 
@@ -410,41 +417,76 @@ def append_updates(
     Rows whose ``epoch`` is not the document's current epoch are not written (``None``
     matches any epoch). ``external`` appends (from another process than the server) bump
     the document's generation so a running server notices them.
+
+    A handful of statements per batch, however many rooms and rows it holds: the server
+    commits from a thread, and every statement hands the GIL back and forth with a busy
+    event loop (each hand-off can wait the interpreter's 5 ms switch interval).
     """
-    groups: dict[tuple[str, int | None], list[tuple[bytes, float]]] = defaultdict(list)
-    for room, update, received_at, epoch in batch:
-        groups[room, epoch].append((update, received_at))
-    wanted = set(count)
-    stale: list[tuple[str, int]] = []
-    tails: dict[str, tuple[int, int]] = {}
+    rooms = list(dict.fromkeys(room for room, *_ in batch))
+    stale: dict[tuple[str, int], None] = {}
     with write_transaction(db):
-        for (room, epoch), rows in groups.items():
-            row = db.execute("SELECT id, epoch FROM documents WHERE name = ?", [room]).fetchone()
-            current = 0 if row is None else int(row[1])
+        heads = _doc_heads(db, rooms)
+        for room in rooms:
+            if room not in heads:
+                heads[room] = (doc_id(db, room, create=True) or 0, 0, 0)
+        rows: list[tuple[int, int, bytes, float]] = []
+        touched: dict[int, float] = {}
+        for room, update, received_at, epoch in batch:
+            id_, current, last = heads[room]
             if epoch is not None and epoch != current:
-                stale.append((room, epoch))
+                stale[room, epoch] = None
                 continue
-            id_ = int(row[0]) if row is not None else doc_id(db, room, create=True)
-            (last,) = db.execute(
-                "SELECT coalesce(max(seq), 0) FROM updates WHERE doc_id = ?", [id_]
-            ).fetchone()
-            db.conn.executemany(
-                "INSERT INTO updates (doc_id, seq, data, created_at) VALUES (?, ?, ?, ?)",
-                [(id_, last + i, data, at) for i, (data, at) in enumerate(rows, start=1)],
-            )
+            heads[room] = (id_, current, last + 1)
+            rows.append((id_, last + 1, update, received_at))
+            touched[id_] = received_at
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[start : start + _ROWS_PER_INSERT]
             db.execute(
-                "UPDATE documents SET updated_at = ?, deleted_at = NULL,"
-                " generation = generation + ? WHERE id = ?",
-                [rows[-1][1], 1 if external else 0, id_],
+                "INSERT INTO updates (doc_id, seq, data, created_at) VALUES "
+                + ", ".join(["(?, ?, ?, ?)"] * len(chunk)),
+                [value for row in chunk for value in row],
             )
-            if room in wanted:
-                n, size = db.execute(
-                    "SELECT count(*), coalesce(sum(length(data)), 0) FROM updates"
-                    " WHERE doc_id = ? AND merged = 1",
-                    [id_],
-                ).fetchone()
-                tails[room] = (int(n), int(size))
-    return AppendResult(stale, tails)
+        if touched:
+            db.execute(
+                "UPDATE documents SET updated_at = json_extract(t.value, '$[1]'),"
+                " deleted_at = NULL, generation = generation + ?"
+                " FROM json_each(?) AS t WHERE documents.id = json_extract(t.value, '$[0]')",
+                [1 if external else 0, json.dumps(list(touched.items()))],
+            )
+        wanted = [heads[room][0] for room in dict.fromkeys(count) if room in heads]
+        tails = _raw_tails(db, wanted) if wanted else {}
+    names = {heads[room][0]: room for room in rooms}
+    return AppendResult(
+        list(stale), {names[id_]: tail for id_, tail in tails.items() if id_ in names}
+    )
+
+
+def _doc_heads(db: Database, rooms: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+    """``room -> (doc id, epoch, last seq)`` for the rooms that have a documents row.
+
+    One statement, one result row (a JSON array), so one step however many rooms.
+    """
+    (found,) = db.execute(
+        "SELECT json_group_array(json_array(name, id, epoch,"
+        " (SELECT coalesce(max(seq), 0) FROM updates WHERE doc_id = documents.id)))"
+        " FROM documents WHERE name IN (SELECT value FROM json_each(?))",
+        [json.dumps(rooms)],
+    ).fetchone()
+    return {name: (int(id_), int(epoch), int(last)) for name, id_, epoch, last in json.loads(found)}
+
+
+def _raw_tails(db: Database, doc_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """``doc id -> (rows, bytes)`` appended since the document's last compaction."""
+    (found,) = db.execute(
+        "SELECT json_group_array(json_array(doc_id, n, size)) FROM ("
+        " SELECT doc_id, count(*) AS n, coalesce(sum(length(data)), 0) AS size FROM updates"
+        " WHERE merged = 1 AND doc_id IN (SELECT value FROM json_each(?)) GROUP BY doc_id)",
+        [json.dumps(list(doc_ids))],
+    ).fetchone()
+    tails = {id_: (0, 0) for id_ in doc_ids}
+    for id_, n, size in json.loads(found):
+        tails[int(id_)] = (int(n), int(size))
+    return tails
 
 
 # -- compaction ---------------------------------------------------------------------
@@ -846,10 +888,12 @@ def replace_doc(db: Database, room: str, update: bytes) -> int:
 
 @dataclass(slots=True)
 class _Pending:
+    ticket: int
     room: str
     update: bytes
     received_at: float
     epoch: int | None
+    recount: bool  # the log has no compaction counters for the room: count its rows
 
 
 class SQLiteLog(AsyncContextManagerMixin):
@@ -884,17 +928,23 @@ class SQLiteLog(AsyncContextManagerMixin):
         self.retention = retention
         self.prune_interval = prune_interval
         self._db: Database | None = None
+        # One connection, used by one thread at a time: the commit thread or one worker.
+        self._db_lock = threading.Lock()
         self._limiter = CapacityLimiter(1)
-        self._pending: list[_Pending] = []
+        self._committer = CommitThread(
+            self._commit,
+            self._committed,
+            delay=commit_delay,
+            describe=str(path),
+            expected_errors=(sqlite3.DatabaseError,),
+        )
         self._pending_rooms: dict[str, int] = {}  # room -> last ticket queued for it
-        self._wakeup = anyio.Event()
         self._next_ticket = 1
         self._durable_ticket = 0
         self._waiters: list[tuple[int, anyio.Event]] = []
-        self._listeners: list[Callable[[int], None]] = []
+        self._listeners: list[Callable[[int, float], None]] = []
         self._stale_listeners: list[Callable[[str, int], None]] = []
         self._closed = False
-        self._commit_lock = anyio.Lock()
         # Compaction: raw rows and bytes since each room's last compaction (an LRU; a room
         # that fell out is recounted at its next commit), and the rooms waiting for it.
         self._tails: OrderedDict[str, tuple[int, int]] = OrderedDict()
@@ -921,9 +971,9 @@ class SQLiteLog(AsyncContextManagerMixin):
         self._db = await to_thread.run_sync(
             lambda: connect(self.path, synchronous=self.synchronous)
         )
+        self._committer.start()
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._writer)
                 tg.start_soon(self._compactor)
                 tg.start_soon(self._pruner)
                 try:
@@ -935,7 +985,7 @@ class SQLiteLog(AsyncContextManagerMixin):
         finally:
             self._closed = True
             db, self._db = self._db, None
-            await to_thread.run_sync(db.close, limiter=self._limiter)
+            await self._locked(db.close)
 
     # -- UpdateLog -------------------------------------------------------------
 
@@ -943,7 +993,7 @@ class SQLiteLog(AsyncContextManagerMixin):
     def durable_ticket(self) -> int:
         return self._durable_ticket
 
-    def on_commit(self, callback: Callable[[int], None]) -> None:
+    def on_commit(self, callback: Callable[[int, float], None]) -> None:
         self._listeners.append(callback)
 
     def on_stale(self, callback: Callable[[str, int], None]) -> None:
@@ -954,9 +1004,9 @@ class SQLiteLog(AsyncContextManagerMixin):
             raise StoreError("the update log is closed")
         ticket = self._next_ticket
         self._next_ticket += 1
-        self._pending.append(_Pending(room, update, time.time(), epoch))
+        recount = room not in self._tails
+        self._committer.put(_Pending(ticket, room, update, time.time(), epoch, recount))
         self._pending_rooms[room] = ticket
-        self._wakeup.set()
         return ticket
 
     async def flush(self) -> None:
@@ -966,7 +1016,7 @@ class SQLiteLog(AsyncContextManagerMixin):
         if room in self._pending_rooms:
             await self._wait_for(self._pending_rooms[room])
         try:
-            read = await to_thread.run_sync(_read_log, self._database, room, limiter=self._limiter)
+            read = await self._locked(_read_log, self._database, room)
         except sqlite3.DatabaseError as e:
             raise StoreError(f"cannot read document {room!r}: {e}") from e
         self._track(room, read.tail_rows, read.tail_bytes)
@@ -977,16 +1027,14 @@ class SQLiteLog(AsyncContextManagerMixin):
         if not names:
             return {}
         try:
-            return await to_thread.run_sync(
-                read_versions, self._database, names, limiter=self._limiter
-            )
+            return await self._locked(read_versions, self._database, names)
         except sqlite3.DatabaseError as e:
             raise StoreError(f"cannot read document versions: {e}") from e
 
     async def list_docs(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Documents with their sizes, most recently changed first (after a flush)."""
         await self.flush()
-        return await to_thread.run_sync(list_docs, self._database, limit, limiter=self._limiter)
+        return await self._locked(list_docs, self._database, limit)
 
     # -- compaction ------------------------------------------------------------
 
@@ -1000,14 +1048,13 @@ class SQLiteLog(AsyncContextManagerMixin):
         """
         db = self._database
         try:
-            job = await to_thread.run_sync(read_compaction, db, room, limiter=self._limiter)
+            job = await self._locked(read_compaction, db, room)
             if job is None:
                 return None
-            # No limiter: group commits (and loads) carry on while this runs.
+            # Not holding the connection: group commits (and loads) carry on meanwhile.
             squashed = await to_thread.run_sync(squash, job.updates, abandon_on_cancel=True)
-            result = await to_thread.run_sync(
-                lambda: swap_compaction(db, job, squashed, keep_history=self.retention > 0),
-                limiter=self._limiter,
+            result = await self._locked(
+                lambda: swap_compaction(db, job, squashed, keep_history=self.retention > 0)
             )
         except sqlite3.DatabaseError as e:
             raise StoreError(f"cannot compact {room!r}: {e}") from e
@@ -1033,11 +1080,11 @@ class SQLiteLog(AsyncContextManagerMixin):
         db = self._database
         cutoff = (time.time() if now is None else now) - self.retention
         try:
-            job = await to_thread.run_sync(read_prune, db, room, cutoff, limiter=self._limiter)
+            job = await self._locked(read_prune, db, room, cutoff)
             if job is None:
                 return False
             base = await to_thread.run_sync(squash_prune, job, abandon_on_cancel=True)
-            return await to_thread.run_sync(swap_prune, db, job, base, limiter=self._limiter)
+            return await self._locked(swap_prune, db, job, base)
         except sqlite3.DatabaseError as e:
             raise StoreError(f"cannot prune the history of {room!r}: {e}") from e
 
@@ -1079,11 +1126,8 @@ class SQLiteLog(AsyncContextManagerMixin):
             await anyio.sleep(delay)
             delay = self.prune_interval
             try:
-                rooms = await to_thread.run_sync(
-                    rooms_with_old_history,
-                    self._database,
-                    time.time() - self.retention,
-                    limiter=self._limiter,
+                rooms = await self._locked(
+                    rooms_with_old_history, self._database, time.time() - self.retention
                 )
                 for room in rooms:
                     await self.prune(room)
@@ -1107,44 +1151,25 @@ class SQLiteLog(AsyncContextManagerMixin):
         self._waiters.append((ticket, event))
         await event.wait()
 
-    async def _writer(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            # Let the burst gather: one transaction for everything that arrives meanwhile.
-            await anyio.sleep(self.commit_delay)
-            await self._commit_pending()
+    async def _locked(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a worker thread, holding the connection."""
 
-    async def _commit_pending(self) -> None:
-        async with self._commit_lock:
-            await self._commit_pending_locked()
+        def call() -> T:
+            with self._db_lock:
+                return fn(*args)
 
-    async def _commit_pending_locked(self) -> None:
-        self._wakeup = anyio.Event()
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
-        last_ticket = self._next_ticket - 1
+        return await to_thread.run_sync(call, limiter=self._limiter)
+
+    def _commit(self, batch: list[_Pending]) -> AppendResult:
+        # On the commit thread.
         rows = [(p.room, p.update, p.received_at, p.epoch) for p in batch]
-        untracked = {p.room for p in batch if p.room not in self._tails}
-        backoff = 0.1
-        while True:
-            try:
-                result = await to_thread.run_sync(
-                    lambda: append_updates(self._database, rows, count=untracked),
-                    limiter=self._limiter,
-                )
-                break
-            except sqlite3.DatabaseError as e:
-                # Keep the updates: they are in the rooms' memory and stay queued here.
-                log.error(
-                    "cannot commit %d updates to %s, retrying in %.1fs: %s",
-                    len(rows),
-                    self.path,
-                    backoff,
-                    e,
-                )
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        recount = {p.room for p in batch if p.recount}
+        with self._db_lock:
+            return append_updates(self._database, rows, count=recount)
+
+    def _committed(self, batch: list[_Pending], result: AppendResult, committed_at: float) -> None:
+        # On the event loop, after the commit thread made ``batch`` durable.
+        last_ticket = batch[-1].ticket
         self._durable_ticket = last_ticket
         for room, ticket in list(self._pending_rooms.items()):
             if ticket <= last_ticket:
@@ -1170,7 +1195,7 @@ class SQLiteLog(AsyncContextManagerMixin):
                 still_waiting.append((ticket, event))
         self._waiters = still_waiting
         for callback in self._listeners:
-            callback(last_ticket)
+            callback(last_ticket, committed_at)
 
     def _count_appended(
         self, batch: list[_Pending], counted: dict[str, tuple[int, int]], stale: set[str]
@@ -1189,8 +1214,10 @@ class SQLiteLog(AsyncContextManagerMixin):
                 self._track(room, before[0] + rows, before[1] + size)
 
     async def _drain(self) -> None:
-        while self._pending:
-            await self._commit_pending()
+        # Everything put before stop() is committed before the thread ends, and its
+        # call_soon_threadsafe reports run before join's own completion resumes us.
+        self._committer.stop()
+        await to_thread.run_sync(self._committer.join)
         for _, event in self._waiters:
             event.set()
         self._waiters = []
