@@ -65,7 +65,7 @@ class Target:
         return [str(p) for p in self.needs if not p.exists()]
 
 
-def _collab(db: str | None) -> Callable[[int, Path], list[str]]:
+def _collab(db: str | None, server: str = "hypercorn") -> Callable[[int, Path], list[str]]:
     def command(port: int, data: Path) -> list[str]:
         path = db if db is not None else str(data / "collab.db")
         return [
@@ -79,6 +79,8 @@ def _collab(db: str | None) -> Callable[[int, Path], list[str]]:
             str(port),
             "--db",
             path,
+            "--server",
+            server,
             "--log-level",
             "warning",
         ]
@@ -134,6 +136,18 @@ TARGETS: dict[str, Target] = {
             scenarios=NO_COLDLOAD,
             ready_path="/readyz",
             stats_path="/api/stats",
+        ),
+        Target(
+            name="collab-uvicorn",
+            label="collab + SQLite, uvicorn",
+            protocol="yws",
+            persistent=True,
+            command=_collab(None, "uvicorn"),
+            cwd=REPO,
+            ready_path="/readyz",
+            stats_path="/api/stats",
+            compact=_collab_compact,
+            notes="`collab serve --server uvicorn` (uvicorn, websockets, uvloop, httptools)",
         ),
         Target(
             name="hocuspocus-sqlite",

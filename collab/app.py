@@ -12,6 +12,8 @@ import logging
 from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import anyio
+
 from collab.config import Settings
 from collab.errors import CloseCode, CollabError
 from collab.rooms import RoomManager
@@ -31,6 +33,8 @@ class CollabApp:
         self.peers: set[WebSocketPeer] = set()
         self.ready = False
         self.stopping = False
+        #: Why the lifespan startup failed, if it did (the ASGI server reports it its own way).
+        self.startup_error: str | None = None
         self._store: SQLiteLog | None = None
         self._rooms: RoomManager | None = None
 
@@ -61,6 +65,12 @@ class CollabApp:
             # leaving the store commits whatever the peers sent last
         self._store = self._rooms = None
 
+    async def wait_peers_closed(self, timeout: float) -> None:
+        """Wait until every connection has ended, for at most ``timeout`` seconds."""
+        with anyio.move_on_after(timeout):
+            while self.peers:
+                await anyio.sleep(0.01)
+
     def close_peers(self) -> None:
         """Close every connection with 1001 so clients reconnect (to this server or another)."""
         self.stopping = True
@@ -84,6 +94,7 @@ class CollabApp:
             try:
                 await stack.enter_async_context(self.running())
             except CollabError as e:
+                self.startup_error = str(e)
                 await send({"type": "lifespan.startup.failed", "message": str(e)})
                 return
             await send({"type": "lifespan.startup.complete"})

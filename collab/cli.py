@@ -139,6 +139,14 @@ def cli() -> None:
     help="Seconds of history kept for `collab docs export/restore --at`.",
 )
 @click.option(
+    "--server",
+    envvar="COLLAB_SERVER",
+    default=DEFAULTS.server,
+    type=click.Choice(["hypercorn", "uvicorn"]),
+    show_envvar=True,
+    help="ASGI server to run under; uvicorn needs `pip install 'collab[uvicorn]'`.",
+)
+@click.option(
     "--log-level",
     envvar="COLLAB_LOG_LEVEL",
     default=DEFAULTS.log_level,
@@ -147,7 +155,7 @@ def cli() -> None:
     help="Logging verbosity.",
 )
 def serve(**options: Any) -> None:
-    """Run the sync server under hypercorn until Ctrl-C or SIGTERM.
+    """Run the sync server under hypercorn (or uvicorn) until Ctrl-C or SIGTERM.
 
     On shutdown every connection is closed with 1001 (clients reconnect) and every
     pending update is committed before the process exits.
@@ -161,7 +169,7 @@ def serve(**options: Any) -> None:
     from collab.server import serve as run_server
 
     try:
-        anyio.run(run_server, settings)
+        anyio.run(run_server, settings, backend_options=_loop_options(settings))
     except CollabError as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:
@@ -169,6 +177,17 @@ def serve(**options: Any) -> None:
             f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}. "
             "Pick another --port or stop the process using it."
         ) from None
+
+
+def _loop_options(settings: Settings) -> dict[str, Any]:
+    """uvloop under uvicorn when it is installed (uvicorn's own choice); asyncio's loop else."""
+    if settings.server != "uvicorn":
+        return {}
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
 
 
 # -- admin commands: docs, backup, check ----------------------------------------------

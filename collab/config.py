@@ -41,6 +41,9 @@ class Settings:
     #: SQLite ``PRAGMA synchronous`` with WAL: ``NORMAL`` survives a process crash,
     #: ``FULL`` also a power loss, at an fsync per group commit (docs/storage.md).
     synchronous: str = "NORMAL"
+    #: The ASGI server that runs the app: ``hypercorn`` or ``uvicorn`` (an extra:
+    #: ``pip install 'collab[uvicorn]'``; faster per frame, see the README).
+    server: str = "hypercorn"
     #: Python logging level name.
     log_level: str = "info"
 

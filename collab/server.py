@@ -1,10 +1,18 @@
-"""Run the app under hypercorn with collab's settings and signal handling."""
+"""Run the app under hypercorn (the default) or uvicorn, with collab's settings and signals.
+
+Both servers get the same settings: no permessage-deflate, the same frame size limit and
+ping interval, and the same shutdown: every peer is sent 1001 first, then the server stops,
+then the app's lifespan commits every pending update.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import anyio
@@ -15,6 +23,7 @@ from wsproto.extensions import PerMessageDeflate
 
 from collab.app import CollabApp, build_app
 from collab.config import Settings
+from collab.errors import CollabError
 
 log = logging.getLogger("collab")
 
@@ -68,23 +77,107 @@ def _quiet_cancelled_connections(app: CollabApp) -> None:
 
 
 async def serve(settings: Settings) -> None:
-    """Serve until SIGINT or SIGTERM, then close peers and commit every pending update."""
+    """Serve until SIGINT or SIGTERM, then close peers and commit every pending update.
+
+    :raises CollabError: the app could not start (its database cannot be opened, say).
+    """
     app = build_app(settings)
     _quiet_cancelled_connections(app)
-    _disable_compression()
-
-    async def shutdown_trigger() -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                log.info("received %s, shutting down", signal.Signals(signum).name)
-                app.close_peers()
-                return
-
     log.info(
-        "collab listening on ws://%s:%d/<doc-name> (db: %s)",
+        "collab listening on ws://%s:%d/<doc-name> (db: %s, server: %s)",
         settings.host,
         settings.port,
         settings.db_path,
+        settings.server,
     )
-    await hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+    try:
+        if settings.server == "uvicorn":
+            await _serve_uvicorn(app, settings)
+        else:
+            await _serve_hypercorn(app, settings)
+    except (Exception, SystemExit):
+        # Both servers turn a failed lifespan startup into an error of their own (hypercorn
+        # raises, uvicorn exits); the app knows what actually went wrong.
+        if app.startup_error is not None:
+            raise CollabError(app.startup_error) from None
+        raise
     log.info("stopped; every accepted update is committed")
+
+
+async def _until_signal(app: CollabApp) -> None:
+    """Return on SIGINT or SIGTERM, once every peer has been sent its 1001."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            app.close_peers()
+            return
+
+
+async def _serve_hypercorn(app: CollabApp, settings: Settings) -> None:
+    _disable_compression()
+    await hypercorn_serve(
+        app,  # type: ignore[arg-type]
+        hypercorn_config(settings),
+        shutdown_trigger=lambda: _until_signal(app),
+    )
+
+
+# -- uvicorn -----------------------------------------------------------------------
+
+
+def uvicorn_config(app: CollabApp, settings: Settings) -> Any:
+    """uvicorn's settings for ``app``, equivalent to the hypercorn ones above."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        ws_max_size=settings.max_message_size,
+        ws_ping_interval=settings.ping_interval,
+        ws_ping_timeout=settings.ping_interval,  # uvicorn does check the pongs
+        ws_per_message_deflate=False,  # see _DeclineDeflate
+        lifespan="on",
+        log_config=None,  # collab's logging setup applies
+        access_log=False,
+        timeout_graceful_shutdown=1,
+    )
+
+
+async def _serve_uvicorn(app: CollabApp, settings: Settings) -> None:
+    try:
+        import uvicorn
+    except ImportError:
+        raise CollabError("--server uvicorn needs uvicorn: pip install 'collab[uvicorn]'") from None
+
+    class Server(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # collab takes the signals itself: it closes every peer with 1001 and lets the
+            # close frames go out before uvicorn closes what is left with 1012.
+            yield
+
+    # uvicorn logs each connection at INFO and each frame at DEBUG: too much for a server
+    # of many long-lived connections. Its warnings and errors still show.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    server = Server(uvicorn_config(app, settings))
+    # Bound here, so that a port in use is an OSError the CLI explains (uvicorn would log
+    # it and exit).
+    listener = socket.create_server((settings.host, settings.port), backlog=2048)
+
+    async def stop_on_signal() -> None:
+        await _until_signal(app)
+        await app.wait_peers_closed(1.0)
+        server.should_exit = True
+
+    exited = False
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stop_on_signal)
+        try:
+            await server.serve(sockets=[listener])
+        except SystemExit:  # uvicorn's answer to a failed lifespan startup
+            exited = True
+        tg.cancel_scope.cancel()
+    if exited:
+        raise CollabError(app.startup_error or "uvicorn could not start (see the log above)")

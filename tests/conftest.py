@@ -126,16 +126,23 @@ class ServerProcess:
             self.proc.wait()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """A running collab server with a fresh database; its log is printed if the test fails."""
-    process = ServerProcess(tmp_path / "data" / "collab.db", tmp_path / "server.log")
+def running_server(tmp_path: Path, asgi_server: str = "hypercorn") -> Iterator[ServerProcess]:
+    """Start a collab server with a fresh database; its log is printed if the test fails."""
+    process = ServerProcess(
+        tmp_path / "data" / "collab.db", tmp_path / "server.log", "--server", asgi_server
+    )
     process.start()
     try:
         yield process
     finally:
         process.close()
         print(f"--- collab serve log ({process.log_path}) ---\n{process.log()[-20000:]}")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A running collab server (under hypercorn, the default) with a fresh database."""
+    yield from running_server(tmp_path)
 
 
 @pytest.fixture

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sqlite3
 import urllib.request
 
@@ -132,6 +134,30 @@ async def test_sigterm_commits_an_update_received_just_before(server: ServerProc
     async with Client(server.url("last-moment")) as client:
         await client.synced()
         assert str(client.doc.get("content", type=Text)) == "just in time"
+
+
+async def test_shutdown_tells_every_peer_going_away(server: ServerProcess) -> None:
+    async with connect(server.url("a")) as first, connect(server.url("b")) as second:
+        for ws in (first, second):
+            await ws.send(encode(SyncStep1(b"\x00")))
+            await ws.recv()  # synced: the server has the peer in its room
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        for ws in (first, second):
+            await read_until_closed(ws)
+            assert ws.close_code == CloseCode.GOING_AWAY
+            assert ws.close_reason == "server is shutting down"
+    assert server.proc is not None and server.proc.wait(15) == 0
+
+
+async def test_a_frame_over_the_size_limit_closes_with_1009(server: ServerProcess) -> None:
+    async with connect(server.url("big"), max_size=None) as ws:
+        with contextlib.suppress(ConnectionClosed):  # the server may close mid-frame
+            await ws.send(encode(SyncUpdate(b"\x00" * (16 * 1024 * 1024))))
+            await read_until_closed(ws, timeout=20)
+    assert ws.close_code == CloseCode.MESSAGE_TOO_BIG
+    async with Client(server.url("big")) as client:  # the server is fine
+        await client.synced()
 
 
 async def test_ack_reports_the_durable_state(server: ServerProcess) -> None:
