@@ -6,7 +6,10 @@ import contextlib
 import json
 import signal
 import sqlite3
+import subprocess
+import sys
 import urllib.request
+from pathlib import Path
 
 import anyio
 import pytest
@@ -319,3 +322,22 @@ async def test_metrics_count_updates_connections_and_commit_latency(server: Serv
         latency = json.loads(response.read())["commit_latency_ms"]
     assert latency["n"] == 1
     assert 0 < latency["p50"] == latency["p99"] <= latency["max"] < 5000
+
+
+@pytest.mark.parametrize("asgi_server", ["hypercorn", "uvicorn"])
+def test_serve_on_a_file_that_is_not_a_database_is_one_clear_line(
+    tmp_path: Path, asgi_server: str
+) -> None:
+    bad = tmp_path / "notes.txt"
+    bad.write_text("shopping list\n" * 100)
+    result = subprocess.run(
+        [sys.executable, "-m", "collab", "serve", "--port", "0", "--db", str(bad)]
+        + ["--server", asgi_server],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "Error: cannot open database" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert bad.read_text() == "shopping list\n" * 100  # and it is left as it was
