@@ -8,6 +8,7 @@ document names.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -108,10 +109,12 @@ async def websocket_endpoint(app: CollabApp, scope: Scope, receive: Receive, sen
     app.peers.add(peer)
     metrics.CONNECTIONS.inc()
     disconnected = False
+    # The sender is a bare asyncio task, not one of an anyio task group: a connection is
+    # mostly idle, and a task group, its task handle and their events cost ~2 KiB each.
+    sender = asyncio.get_running_loop().create_task(peer.run_sender())
     try:
-        async with anyio.create_task_group() as tg:
-            peer.attach(tg.cancel_scope)
-            tg.start_soon(peer.run_sender)
+        with anyio.CancelScope() as reading:
+            peer.attach(reading)
             for frame in room.join(peer):
                 peer.send_nowait(frame)
             while True:
@@ -138,8 +141,10 @@ async def websocket_endpoint(app: CollabApp, scope: Scope, receive: Receive, sen
                 elif message["type"] == "websocket.disconnect":
                     disconnected = True
                     break
-            tg.cancel_scope.cancel()
     finally:
+        sender.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait([sender])
         room.leave(peer)
         app.peers.discard(peer)
         peer.close_streams()

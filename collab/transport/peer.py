@@ -68,14 +68,22 @@ class WebSocketPeer:
             cancel_scope.cancel()
 
     async def run_sender(self) -> None:
+        """Write queued frames until cancelled; a failed write ends the connection."""
         send = self._send
         outbox = self._outbox
         loop = asyncio.get_running_loop()
-        while not self._closed:
-            while outbox:
-                await send({"type": "websocket.send", "bytes": outbox.popleft()})
-            self._wakeup = loop.create_future()
-            try:
-                await self._wakeup
-            finally:
-                self._wakeup = None
+        try:
+            while not self._closed:
+                while outbox:
+                    await send({"type": "websocket.send", "bytes": outbox.popleft()})
+                self._wakeup = loop.create_future()
+                try:
+                    await self._wakeup
+                finally:
+                    self._wakeup = None
+        except Exception as e:
+            # The client went away mid-write (the ASGI server raises): stop reading too.
+            log.debug("cannot send to %s: %r", self.label, e)
+            self._closed = True
+            if self._cancel_scope is not None:
+                self._cancel_scope.cancel()
