@@ -13,7 +13,7 @@ import signal
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from hypercorn.asyncio import serve as hypercorn_serve
@@ -24,6 +24,9 @@ from wsproto.extensions import PerMessageDeflate
 from collab.app import CollabApp, build_app
 from collab.config import Settings
 from collab.errors import CollabError
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("collab")
 
@@ -81,7 +84,11 @@ async def serve(settings: Settings) -> None:
 
     :raises CollabError: the app could not start (its database cannot be opened, say).
     """
-    app = build_app(settings)
+    await serve_app(build_app(settings), settings)
+
+
+async def serve_app(app: CollabApp, settings: Settings) -> None:
+    """:func:`serve` for an app built by the caller (bench/conn_memory.py watches its peers)."""
     _quiet_cancelled_connections(app)
     log.info(
         "collab listening on ws://%s:%d/<doc-name> (db: %s, server: %s)",
@@ -125,7 +132,7 @@ async def _serve_hypercorn(app: CollabApp, settings: Settings) -> None:
 # -- uvicorn -----------------------------------------------------------------------
 
 
-def uvicorn_config(app: CollabApp, settings: Settings) -> Any:
+def uvicorn_config(app: CollabApp, settings: Settings) -> uvicorn.Config:
     """uvicorn's settings for ``app``, equivalent to the hypercorn ones above."""
     import uvicorn
 
@@ -164,7 +171,8 @@ async def _serve_uvicorn(app: CollabApp, settings: Settings) -> None:
     server = Server(uvicorn_config(app, settings))
     # Bound here, so that a port in use is an OSError the CLI explains (uvicorn would log
     # it and exit).
-    listener = socket.create_server((settings.host, settings.port), backlog=2048)
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    listener = socket.create_server((settings.host, settings.port), family=family, backlog=2048)
 
     async def stop_on_signal() -> None:
         await _until_signal(app)

@@ -72,11 +72,11 @@ def test_fanout_delivers_every_insert(tmp_path: Path, driver_installed: None) ->
     assert result["summary"]["collab"]["fanout_4_p99_ms"] is not None
 
 
-def test_throughput_runs_against_collab_and_the_echo_app(
+def test_throughput_runs_against_collab_under_both_servers_and_the_echo_app(
     tmp_path: Path, driver_installed: None
 ) -> None:
-    result = run_bench(tmp_path, "collab,echo-hypercorn", "throughput")
-    for target in ("collab", "echo-hypercorn"):
+    result = run_bench(tmp_path, "collab,collab-uvicorn,echo-hypercorn", "throughput")
+    for target in ("collab", "collab-uvicorn", "echo-hypercorn"):
         run = only_run(result, target, "throughput")
         assert run["missed"] == 0
         assert run["deliveries"] > 0
