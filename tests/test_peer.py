@@ -92,3 +92,30 @@ async def test_close_before_or_after_attach_cancels_the_reader(before_attach: bo
         CloseCode.GOING_AWAY,
         "server is shutting down",
     )
+
+
+async def test_a_write_happens_at_once_when_nothing_is_in_flight() -> None:
+    wire = Wire()
+    peer = make_peer(wire)
+    peer.send_nowait(b"a")
+    peer.send_nowait(b"b")
+    assert wire.frames == [b"a", b"b"]  # no sender task has run: written in send_nowait
+
+
+async def test_a_stalled_write_is_finished_by_the_sender_before_the_queue() -> None:
+    wire = Wire()
+    wire.open.clear()  # flow control: the socket is paused
+    peer = make_peer(wire)
+    peer.send_nowait(b"first")  # starts, then waits inside the server's send
+    peer.send_nowait(b"second")
+    peer.send_nowait(b"third")
+    sender = asyncio.get_running_loop().create_task(peer.run_sender())
+    await anyio.sleep(0.01)
+    assert wire.frames == []
+    wire.open.set()
+    with anyio.fail_after(5):
+        while len(wire.frames) < 3:
+            await anyio.sleep(0.001)
+    peer.send_nowait(b"fourth")  # the sender is idle again: eager
+    assert wire.frames == [b"first", b"second", b"third", b"fourth"]
+    sender.cancel()

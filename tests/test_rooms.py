@@ -226,7 +226,7 @@ async def test_slow_peer_is_closed_and_others_carry_on() -> None:
         await never.wait()
 
     slow = WebSocketPeer(stuck_send, queue_size=3, wants_ack=False, label="slow")
-    for _i in range(3):
+    for _i in range(1 + 3):  # one write in flight (stalled), three queued behind it
         slow.send_nowait(b"x")
     assert slow.close_code is None
     slow.send_nowait(b"one too many")
