@@ -16,7 +16,7 @@ import click
 from sqlite_utils import Database
 
 from collab import __version__, admin
-from collab.config import Settings
+from collab.config import SERVERS, Settings
 from collab.errors import CollabError
 from collab.history import format_time, parse_time, sessions
 from collab.storage.sqlite import BUSY_TIMEOUT_MS, existing_doc, list_docs, read_history
@@ -142,7 +142,7 @@ def cli() -> None:
     "--server",
     envvar="COLLAB_SERVER",
     default=DEFAULTS.server,
-    type=click.Choice(["hypercorn", "uvicorn"]),
+    type=click.Choice(SERVERS),
     show_envvar=True,
     help="ASGI server to run under; uvicorn needs `pip install 'collab[uvicorn]'`.",
 )

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+#: The ASGI servers ``collab serve --server`` runs the app under; the first is the default.
+SERVERS = ("hypercorn", "uvicorn")
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:

@@ -22,7 +22,7 @@ from hypercorn.protocol import ws_stream
 from wsproto.extensions import PerMessageDeflate
 
 from collab.app import CollabApp, build_app
-from collab.config import Settings
+from collab.config import SERVERS, Settings
 from collab.errors import CollabError
 
 if TYPE_CHECKING:
@@ -97,6 +97,8 @@ async def serve_app(app: CollabApp, settings: Settings) -> None:
         settings.db_path,
         settings.server,
     )
+    if settings.server not in SERVERS:
+        raise CollabError(f"unknown server {settings.server!r}: pick one of {', '.join(SERVERS)}")
     try:
         if settings.server == "uvicorn":
             await _serve_uvicorn(app, settings)
