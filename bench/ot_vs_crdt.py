@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 from collections.abc import Callable
@@ -50,6 +49,7 @@ from bench.editing_sessions import (  # noqa: E402
     replay,
     run_session,
 )
+from bench.machine import machine as bench_machine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ot_vs_crdt.json"
 SYSTEMS: dict[str, Callable[[int, str], Network]] = {
@@ -59,19 +59,9 @@ SYSTEMS: dict[str, Callable[[int, str], Network]] = {
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
+        **bench_machine(),
         "pycrdt": pycrdt.__version__,
         "load_average_1m": os.getloadavg()[0],
     }

@@ -20,7 +20,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -33,6 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine import machine  # noqa: E402
 from targets import (  # noqa: E402
     BENCH,
     DRIVER_DIR,
@@ -639,29 +639,6 @@ def _json(text: str | None) -> Any:
         return json.loads(text) if text else None
     except ValueError:
         return text
-
-
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_kib = 0
-    try:
-        mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "mem_gib": round(mem_kib / 2**20, 1),
-        "kernel": platform.release(),
-        "os": platform.platform(),
-    }
 
 
 def versions() -> dict[str, Any]:

@@ -34,8 +34,6 @@ import argparse
 import functools
 import gzip
 import json
-import os
-import platform
 import shutil
 import socket
 import statistics
@@ -58,6 +56,7 @@ sys.path.insert(0, str(REPO))
 
 from pycrdt import Doc, Text, merge_updates  # noqa: E402
 
+from bench.machine import machine as bench_machine  # noqa: E402
 from collab.storage.merge import build  # noqa: E402
 from collab.storage.sqlite import (  # noqa: E402
     SQLiteLog,
@@ -313,21 +312,7 @@ def bench_memory(
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "sqlite": __import__("sqlite3").sqlite_version,
-    }
+    return {**bench_machine(), "sqlite": __import__("sqlite3").sqlite_version}
 
 
 def main() -> None:
