@@ -16,16 +16,7 @@ from pycrdt import Doc, Map, Text
 from collab.cli import cli
 from collab.storage.merge import build
 from collab.storage.sqlite import append_updates, connect
-
-
-def keystrokes(text: str, doc: Doc[Any]) -> list[bytes]:
-    shared = doc.get("content", type=Text)
-    updates = []
-    for char in text:
-        before = doc.get_state()
-        shared += char
-        updates.append(doc.get_update(before))
-    return updates
+from tests.edits import keystrokes
 
 
 @pytest.fixture

@@ -5,26 +5,15 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
-from pycrdt import Doc, Text
+from pycrdt import Text
 
 from collab import admin
 from collab.errors import StoreError
 from collab.storage.merge import build
 from collab.storage.sqlite import append_updates, compact_doc, connect, read_doc
-
-
-def keystrokes(text: str) -> list[bytes]:
-    doc: Doc[Any] = Doc()
-    shared = doc.get("content", type=Text)
-    updates = []
-    for char in text:
-        before = doc.get_state()
-        shared += char
-        updates.append(doc.get_update(before))
-    return updates
+from tests.edits import keystrokes
 
 
 def test_check_passes_a_healthy_database(tmp_path: Path) -> None:

@@ -28,18 +28,7 @@ from collab.storage.sqlite import (
     swap_compaction,
 )
 from tests.conftest import ROOT
-
-
-def keystrokes(text: str, doc: Doc[Any] | None = None, root: str = "content") -> list[bytes]:
-    """One update per character typed at the end of ``root``."""
-    doc = doc if doc is not None else Doc()
-    shared = doc.get(root, type=Text)
-    updates = []
-    for char in text:
-        before = doc.get_state()
-        shared += char
-        updates.append(doc.get_update(before))
-    return updates
+from tests.edits import keystrokes
 
 
 def text_of(updates: list[bytes], root: str = "content") -> str:
