@@ -1,8 +1,9 @@
-"""WebSocketPeer: its outbox, its sender, and how it ends (no server needed)."""
+"""WebSocketPeer: eager writes, the outbox behind a stalled one, and how it ends (no server)."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import anyio
@@ -32,66 +33,10 @@ def make_peer(wire: Wire, queue_size: int = 8) -> WebSocketPeer:
     return WebSocketPeer(wire.send, queue_size=queue_size, wants_ack=False, label="test peer")
 
 
-async def test_frames_go_out_in_order_as_they_are_queued() -> None:
-    wire = Wire()
-    peer = make_peer(wire)
-    sender = asyncio.get_running_loop().create_task(peer.run_sender())
-    for i in range(5):
-        peer.send_nowait(bytes([i]))
-    await anyio.sleep(0.01)
-    peer.send_nowait(b"later")  # after the sender went back to sleep
+async def wait_for_frames(wire: Wire, count: int) -> None:
     with anyio.fail_after(5):
-        while len(wire.frames) < 6:
+        while len(wire.frames) < count:
             await anyio.sleep(0.001)
-    assert wire.frames == [bytes([i]) for i in range(5)] + [b"later"]
-    sender.cancel()
-
-
-async def test_a_full_outbox_closes_the_peer_as_too_slow() -> None:
-    wire = Wire()
-    wire.open.clear()  # the client stopped reading
-    peer = make_peer(wire, queue_size=3)
-    sender = asyncio.get_running_loop().create_task(peer.run_sender())
-    with anyio.CancelScope() as reading:
-        peer.attach(reading)
-        for i in range(10):
-            peer.send_nowait(bytes([i]))
-        await anyio.sleep(5)  # cancelled by the close, long before this
-    assert reading.cancel_called
-    assert peer.close_code == CloseCode.TOO_SLOW
-    peer.send_nowait(b"after close")  # ignored, no error
-    sender.cancel()
-
-
-async def test_a_failed_write_stops_the_reading_side_too() -> None:
-    wire = Wire()
-    wire.broken = OSError("connection reset")
-    peer = make_peer(wire)
-    sender = asyncio.get_running_loop().create_task(peer.run_sender())
-    with anyio.fail_after(5), anyio.CancelScope() as reading:
-        peer.attach(reading)
-        peer.send_nowait(b"x")
-        await anyio.sleep(5)
-    assert reading.cancel_called
-    await asyncio.wait([sender])
-    assert sender.exception() is None  # handled, not left for the loop to complain about
-
-
-@pytest.mark.parametrize("before_attach", [True, False])
-async def test_close_before_or_after_attach_cancels_the_reader(before_attach: bool) -> None:
-    peer = make_peer(Wire())
-    if before_attach:
-        peer.close_nowait(CloseCode.GOING_AWAY, "server is shutting down")
-    with anyio.CancelScope() as reading:
-        peer.attach(reading)
-        if not before_attach:
-            peer.close_nowait(CloseCode.GOING_AWAY, "server is shutting down")
-        await anyio.sleep(5)
-    assert reading.cancel_called
-    assert (peer.close_code, peer.close_reason) == (
-        CloseCode.GOING_AWAY,
-        "server is shutting down",
-    )
 
 
 async def test_a_write_happens_at_once_when_nothing_is_in_flight() -> None:
@@ -99,23 +44,129 @@ async def test_a_write_happens_at_once_when_nothing_is_in_flight() -> None:
     peer = make_peer(wire)
     peer.send_nowait(b"a")
     peer.send_nowait(b"b")
-    assert wire.frames == [b"a", b"b"]  # no sender task has run: written in send_nowait
+    assert wire.frames == [b"a", b"b"]  # written inside send_nowait, no task involved
+    assert peer.close_streams() is None  # an idle peer has no drainer
 
 
-async def test_a_stalled_write_is_finished_by_the_sender_before_the_queue() -> None:
+async def test_frames_behind_a_stalled_write_go_out_in_order() -> None:
     wire = Wire()
     wire.open.clear()  # flow control: the socket is paused
     peer = make_peer(wire)
-    peer.send_nowait(b"first")  # starts, then waits inside the server's send
-    peer.send_nowait(b"second")
-    peer.send_nowait(b"third")
-    sender = asyncio.get_running_loop().create_task(peer.run_sender())
+    for i in range(5):
+        peer.send_nowait(bytes([i]))  # the first starts and stalls; the rest queue
     await anyio.sleep(0.01)
     assert wire.frames == []
     wire.open.set()
+    await wait_for_frames(wire, 5)
     with anyio.fail_after(5):
-        while len(wire.frames) < 3:
+        while peer.stalled:
             await anyio.sleep(0.001)
-    peer.send_nowait(b"fourth")  # the sender is idle again: eager
-    assert wire.frames == [b"first", b"second", b"third", b"fourth"]
-    sender.cancel()
+    peer.send_nowait(b"later")  # the drainer has ended: eager again
+    assert wire.frames == [bytes([i]) for i in range(5)] + [b"later"]
+
+
+async def test_a_frame_sent_while_draining_keeps_its_place() -> None:
+    wire = Wire()
+    wire.open.clear()
+    peer = make_peer(wire)
+    peer.send_nowait(b"first")
+    peer.send_nowait(b"second")
+    wire.open.set()
+    await wait_for_frames(wire, 1)  # the drainer is at work
+    peer.send_nowait(b"third")
+    await wait_for_frames(wire, 3)
+    assert wire.frames == [b"first", b"second", b"third"]
+
+
+async def test_a_full_outbox_closes_the_peer_as_too_slow() -> None:
+    wire = Wire()
+    wire.open.clear()  # the client stopped reading
+    peer = make_peer(wire, queue_size=3)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(None) as reading:
+            peer.attach(reading)
+            for i in range(10):
+                peer.send_nowait(bytes([i]))
+            await anyio.sleep(5)  # cancelled by the close, long before this
+    assert peer.close_code == CloseCode.TOO_SLOW
+    drainer = peer.close_streams()
+    assert drainer is not None
+    await asyncio.wait([drainer])  # the stalled write was cancelled, not left hanging
+    peer.send_nowait(b"after close")  # ignored, no error
+    assert wire.frames == []
+
+
+async def test_a_failed_write_stops_the_reading_side_too() -> None:
+    wire = Wire()
+    wire.broken = OSError("connection reset")
+    peer = make_peer(wire)
+    with anyio.fail_after(5), pytest.raises(TimeoutError):
+        async with asyncio.timeout(None) as reading:
+            peer.attach(reading)
+            peer.send_nowait(b"x")
+            await anyio.sleep(5)
+    assert peer.close_streams() is None  # failed inside send_nowait: no drainer was made
+
+
+async def test_a_write_that_fails_after_stalling_is_handled_by_the_drainer() -> None:
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    wire = Wire()
+    wire.open.clear()
+    wire.broken = OSError("connection reset")
+    peer = make_peer(wire)
+    with anyio.fail_after(5), pytest.raises(TimeoutError):
+        async with asyncio.timeout(None) as reading:
+            peer.attach(reading)
+            peer.send_nowait(b"x")  # stalls
+            assert peer.stalled
+            wire.open.set()  # ... then fails
+            await anyio.sleep(5)
+    await anyio.sleep(0.01)
+    gc.collect()
+    assert not peer.stalled
+    assert unhandled == []  # the drainer handled the error; nothing left for the loop
+
+
+@pytest.mark.parametrize("before_attach", [True, False])
+async def test_close_before_or_after_attach_cancels_the_reader(before_attach: bool) -> None:
+    peer = make_peer(Wire())
+    if before_attach:
+        peer.close_nowait(CloseCode.GOING_AWAY, "server is shutting down")
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(None) as reading:
+            peer.attach(reading)
+            if not before_attach:
+                peer.close_nowait(CloseCode.GOING_AWAY, "server is shutting down")
+            peer.close_nowait(CloseCode.TOO_SLOW, "a second close changes nothing")
+            await anyio.sleep(5)
+    assert (peer.close_code, peer.close_reason) == (
+        CloseCode.GOING_AWAY,
+        "server is shutting down",
+    )
+
+
+async def test_a_close_after_the_reader_left_is_harmless() -> None:
+    peer = make_peer(Wire())
+    async with asyncio.timeout(None) as reading:
+        peer.attach(reading)
+        peer.attach(None)  # the reading loop ended on its own
+    peer.close_nowait(CloseCode.GOING_AWAY, "server is shutting down")
+    assert not reading.expired()
+
+
+async def test_an_outside_cancellation_is_not_mistaken_for_a_close() -> None:
+    peer = make_peer(Wire())
+
+    async def read() -> None:
+        async with asyncio.timeout(None) as reading:
+            peer.attach(reading)
+            await anyio.sleep(5)
+
+    task = asyncio.get_running_loop().create_task(read())
+    await anyio.sleep(0.01)
+    task.cancel()  # the ASGI server cancelling the app, say
+    peer.close_nowait(CloseCode.GOING_AWAY, "server is shutting down")
+    await asyncio.wait([task])
+    assert task.cancelled()  # still a cancellation, not a TimeoutError

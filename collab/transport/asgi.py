@@ -109,45 +109,52 @@ async def websocket_endpoint(app: CollabApp, scope: Scope, receive: Receive, sen
     app.peers.add(peer)
     metrics.CONNECTIONS.inc()
     disconnected = False
-    # The sender is a bare asyncio task, not one of an anyio task group: a connection is
-    # mostly idle, and a task group, its task handle and their events cost ~2 KiB each.
-    sender = asyncio.get_running_loop().create_task(peer.run_sender())
     try:
-        with anyio.CancelScope() as reading:
+        # asyncio.timeout(None) is the standard library's cancel scope: a close from
+        # elsewhere (a full outbox, shutdown, a retired document) ends the reading loop
+        # at its next await, and only that (see WebSocketPeer.attach).
+        async with asyncio.timeout(None) as reading:
             peer.attach(reading)
-            for frame in room.join(peer):
-                peer.send_nowait(frame)
-            while True:
-                message = await receive()
-                if message["type"] == "websocket.receive":
-                    data = message.get("bytes")
-                    if data is None:
-                        peer.close_nowait(
-                            CloseCode.UNSUPPORTED_DATA,
-                            "text frames are not part of the y-websocket protocol",
-                        )
+            try:
+                for frame in room.join(peer):
+                    peer.send_nowait(frame)
+                while True:  # inline, not a helper coroutine: one frame less per connection
+                    message = await receive()
+                    if message["type"] == "websocket.receive":
+                        data = message.get("bytes")
+                        if data is None:
+                            peer.close_nowait(
+                                CloseCode.UNSUPPORTED_DATA,
+                                "text frames are not part of the y-websocket protocol",
+                            )
+                            break
+                        try:
+                            for reply in room.receive(peer, decode(data)):
+                                peer.send_nowait(reply)
+                        except RemoteProtocolError as e:
+                            peer.close_nowait(e.close_code, str(e))
+                            break
+                        except Exception:
+                            # A bug of ours, not the client's: say so (1011), keep the
+                            # others going.
+                            log.exception("error handling a message from %s", peer.label)
+                            peer.close_nowait(CloseCode.INTERNAL_ERROR, "internal server error")
+                            break
+                    elif message["type"] == "websocket.disconnect":
+                        disconnected = True
                         break
-                    try:
-                        for reply in room.receive(peer, decode(data)):
-                            peer.send_nowait(reply)
-                    except RemoteProtocolError as e:
-                        peer.close_nowait(e.close_code, str(e))
-                        break
-                    except Exception:
-                        # A bug of ours, not the client's: say so (1011), keep the others going.
-                        log.exception("error handling a message from %s", peer.label)
-                        peer.close_nowait(CloseCode.INTERNAL_ERROR, "internal server error")
-                        break
-                elif message["type"] == "websocket.disconnect":
-                    disconnected = True
-                    break
+            finally:
+                peer.attach(None)
+    except TimeoutError:
+        if not reading.expired():
+            raise
     finally:
-        sender.cancel()
-        with anyio.CancelScope(shield=True):
-            await asyncio.wait([sender])
+        drainer = peer.close_streams()
+        if drainer is not None:
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait([drainer])
         room.leave(peer)
         app.peers.discard(peer)
-        peer.close_streams()
         metrics.CONNECTIONS.dec()
         if peer.close_code is not None:
             metrics.CLOSED.labels(code=str(int(peer.close_code))).inc()

@@ -1,4 +1,4 @@
-"""One websocket connection: its bounded outbox and the task that drains it."""
+"""One websocket connection: eager writes, and the outbox behind a stalled one."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from collections import deque
 from collections.abc import Awaitable, Coroutine
 from typing import Any
 
-import anyio
-
 from collab.errors import CloseCode
 from collab.transport.types import Send
 
@@ -20,17 +18,31 @@ log = logging.getLogger("collab.peer")
 class WebSocketPeer:
     """A :class:`collab.rooms.Peer` over an ASGI websocket.
 
-    A slow client never stalls the room: frames it cannot take yet wait in its outbox, and
-    when that is full it is closed with :attr:`CloseCode.TOO_SLOW` (it resyncs when it
-    reconnects).
-
     Writes are eager. When nothing is in flight for this peer, :meth:`send_nowait` starts
     the ASGI server's ``send`` right there and steps it once: both hypercorn and uvicorn
     write the frame to the socket and finish without suspending unless the socket is
-    paused by flow control. Only then does the peer's sender task take over: it finishes
-    that write (:func:`_finish`) and drains the outbox behind it, in order. A fan-out to 63
-    peers is then 63 socket writes in one go, not 63 task wake-ups on later loop turns.
+    paused by flow control. A fan-out to 63 peers is then 63 socket writes in one go, not
+    63 task wake-ups on later loop turns.
+
+    Only a write that stalls gets a task (the drainer): it finishes that write
+    (:func:`_finish`), then sends what queued up behind it in the outbox, in order, and
+    ends. A slow client never stalls the room: when its outbox is full it is closed with
+    :attr:`CloseCode.TOO_SLOW` (it resyncs when it reconnects). An idle connection has
+    neither a task nor an outbox, which keeps it small (bench/conn_memory.py).
     """
+
+    __slots__ = (
+        "_closed",
+        "_drainer",
+        "_outbox",
+        "_queue_size",
+        "_reading",
+        "_send",
+        "close_code",
+        "close_reason",
+        "label",
+        "wants_ack",
+    )
 
     def __init__(self, send: Send, *, queue_size: int, wants_ack: bool, label: str) -> None:
         self.wants_ack = wants_ack
@@ -39,23 +51,29 @@ class WebSocketPeer:
         self.close_reason = ""
         self._send = send
         self._queue_size = queue_size
-        self._outbox: deque[bytes] = deque()  # non-empty only while the sender is busy
-        self._busy = False  # the sender task owns the writes (one is stalled or queued)
-        self._stalled: tuple[Coroutine[Any, Any, None], Any] | None = None
-        self._wakeup: asyncio.Future[None] | None = None  # set while the sender sleeps
+        self._outbox: deque[bytes] | None = None  # frames waiting behind a stalled write
+        self._drainer: asyncio.Task[None] | None = None  # exists while a write is stalled
         self._closed = False
-        self._cancel_scope: anyio.CancelScope | None = None
+        self._reading: asyncio.Timeout | None = None  # the scope of the reading loop
+
+    @property
+    def stalled(self) -> bool:
+        """A write is waiting on the socket (flow control); new frames queue behind it."""
+        return self._drainer is not None
 
     def send_nowait(self, frame: bytes) -> None:
         if self._closed:
             return  # already closing; the frame has nowhere to go
-        if self._busy:
-            if len(self._outbox) >= self._queue_size:
+        if self._drainer is not None:
+            outbox = self._outbox
+            if outbox is None:
+                outbox = self._outbox = deque()
+            if len(outbox) >= self._queue_size:
                 self.close_nowait(
                     CloseCode.TOO_SLOW, "client fell too far behind; reconnect to resync"
                 )
                 return
-            self._outbox.append(frame)
+            outbox.append(frame)
             return
         awaitable = self._send({"type": "websocket.send", "bytes": frame})
         write = awaitable if isinstance(awaitable, Coroutine) else _awaiting(awaitable)
@@ -66,11 +84,30 @@ class WebSocketPeer:
         except Exception as e:
             self._failed(e)
             return
-        self._busy = True
-        self._stalled = (write, waiting_on)
-        wakeup = self._wakeup
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
+        self._drainer = asyncio.get_running_loop().create_task(self._drain(write, waiting_on))
+
+    async def _drain(self, write: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+        try:
+            await _finish(write, waiting_on)
+            outbox = self._outbox
+            while outbox and not self._closed:
+                await self._send({"type": "websocket.send", "bytes": outbox.popleft()})
+        except Exception as e:
+            self._failed(e)
+        finally:
+            # No await between the last check of the outbox and here: the next frame is
+            # either in the outbox already or will be written eagerly, never lost.
+            self._drainer = None
+
+    def attach(self, reading: asyncio.Timeout | None) -> None:
+        """Set the scope of the connection's reading loop, which a close cancels.
+
+        ``asyncio.timeout(None)`` serves as that scope: rescheduling it to now cancels the
+        block it guards, only that block, and it ends with :class:`TimeoutError`.
+        """
+        self._reading = reading
+        if self.close_code is not None or self._closed:
+            self._stop_reading()
 
     def close_nowait(self, code: CloseCode, reason: str) -> None:
         """Ask the connection to close with ``code``; it happens at the next checkpoint."""
@@ -78,49 +115,30 @@ class WebSocketPeer:
             self.close_code, self.close_reason = code, reason
             log.info("closing %s: %d %s", self.label, code, reason)
         self.close_streams()
-        if self._cancel_scope is not None:
-            self._cancel_scope.cancel()
+        self._stop_reading()
 
-    def close_streams(self) -> None:
+    def close_streams(self) -> asyncio.Task[None] | None:
+        """Stop writing: drop the outbox and cancel a stalled write.
+
+        :returns: the drainer, if one was running, so the caller can wait for it to end.
+        """
         self._closed = True
-        self._outbox.clear()
-        if self._stalled is not None:
-            self._stalled[0].close()
-            self._stalled = None
+        self._outbox = None
+        drainer = self._drainer
+        if drainer is not None:
+            drainer.cancel()
+        return drainer
 
-    def attach(self, cancel_scope: anyio.CancelScope) -> None:
-        self._cancel_scope = cancel_scope
-        if self.close_code is not None:
-            cancel_scope.cancel()
-
-    async def run_sender(self) -> None:
-        """Finish stalled writes and drain the outbox until cancelled."""
-        send = self._send
-        outbox = self._outbox
-        loop = asyncio.get_running_loop()
-        try:
-            while not self._closed:
-                if self._stalled is not None:
-                    write, waiting_on = self._stalled
-                    self._stalled = None
-                    await _finish(write, waiting_on)
-                while outbox:
-                    await send({"type": "websocket.send", "bytes": outbox.popleft()})
-                self._busy = False
-                self._wakeup = loop.create_future()
-                try:
-                    await self._wakeup
-                finally:
-                    self._wakeup = None
-        except Exception as e:
-            self._failed(e)
+    def _stop_reading(self) -> None:
+        reading, self._reading = self._reading, None  # a Timeout is rescheduled only once
+        if reading is not None:
+            reading.reschedule(asyncio.get_running_loop().time())
 
     def _failed(self, error: Exception) -> None:
         # The client went away mid-write (the ASGI server raises): stop reading too.
         log.debug("cannot send to %s: %r", self.label, error)
         self.close_streams()
-        if self._cancel_scope is not None:
-            self._cancel_scope.cancel()
+        self._stop_reading()
 
 
 async def _awaiting(awaitable: Awaitable[None]) -> None:
