@@ -9,7 +9,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from pycrdt import Awareness, Doc, Text
+from pycrdt import Awareness, Doc, Text, write_message, write_var_uint
 
 from collab.config import Settings
 from collab.errors import CloseCode, InvalidUpdateError
@@ -145,6 +145,73 @@ async def test_new_peer_gets_current_awareness(store: SQLiteLog) -> None:
     room.receive(a, AwarenessUpdate(awareness_payload(Doc(), {"cursor": 3})))
     frames = [decode(f) for f in room.join(FakePeer())]
     assert isinstance(frames[0], SyncStep1) and isinstance(frames[1], AwarenessUpdate)
+
+
+def awareness_entries(*entries: tuple[int, int, str]) -> bytes:
+    """An awareness update, written by hand: (client id, clock, JSON state or "")."""
+    out = bytearray(write_var_uint(len(entries)))
+    for client_id, clock, state in entries:
+        out += write_var_uint(client_id) + write_var_uint(clock) + write_message(state.encode())
+    return bytes(out)
+
+
+def awareness_of(frames: list[object]) -> dict[int, tuple[int, object]]:
+    """What an observer holds after applying these awareness frames: {client: (clock, state)}."""
+    observer = Awareness(Doc())
+    for message in frames:
+        assert isinstance(message, AwarenessUpdate)
+        observer.apply_awareness_update(message.payload, "test")
+    return {
+        client: (meta["clock"], observer.states.get(client))
+        for client, meta in observer.meta.items()
+        if client != observer.client_id
+    }
+
+
+async def test_an_awareness_update_that_took_effect_whole_is_relayed_as_it_came(
+    store: SQLiteLog,
+) -> None:
+    room = Room("r", Doc(), store)
+    a, b = FakePeer(), FakePeer()
+    room.join(a)
+    room.join(b)
+    payload = awareness_entries((7, 1, '{"cursor": 1}'), (8, 4, '{"cursor":  2}'))
+    room.receive(a, AwarenessUpdate(payload))
+    assert b.messages() == [AwarenessUpdate(payload)]  # the client's own bytes, spacing too
+
+
+async def test_an_awareness_update_with_an_outdated_entry_is_re_encoded(store: SQLiteLog) -> None:
+    room = Room("r", Doc(), store)
+    a, b = FakePeer(), FakePeer()
+    room.join(a)
+    room.join(b)
+    room.receive(a, AwarenessUpdate(awareness_entries((7, 5, '{"cursor": 1}'))))
+    mixed = awareness_entries((7, 2, '{"cursor": 99}'), (8, 1, '{"cursor": 2}'))
+    room.receive(a, AwarenessUpdate(mixed))  # client 7's entry is older than what we hold
+    relayed = b.messages()[-1]
+    assert relayed != AwarenessUpdate(mixed)
+    assert awareness_of([relayed]) == {8: (1, {"cursor": 2})}  # only what took effect
+    backwards = awareness_entries((9, 2, '{"a": 2}'), (9, 1, '{"a": 1}'))
+    room.receive(a, AwarenessUpdate(backwards))  # its second entry is outdated by its first
+    assert b.messages()[-1] != AwarenessUpdate(backwards)
+    assert awareness_of([b.messages()[-1]]) == {9: (2, {"a": 2})}
+
+
+async def test_joining_peers_see_the_awareness_of_now(store: SQLiteLog) -> None:
+    room = Room("r", Doc(), store)
+    a = FakePeer()
+    room.join(a)
+    room.receive(a, AwarenessUpdate(awareness_entries((7, 1, '{"cursor": 1}'))))
+    first = [decode(f) for f in room.join(FakePeer())][1:]
+    assert awareness_of(first) == {7: (1, {"cursor": 1})}
+    room.receive(a, AwarenessUpdate(awareness_entries((7, 2, '{"cursor": 5}'))))
+    room.receive(a, AwarenessUpdate(awareness_entries((8, 1, '{"cursor": 6}'))))
+    later = [decode(f) for f in room.join(FakePeer())][1:]
+    assert awareness_of(later) == {7: (2, {"cursor": 5}), 8: (1, {"cursor": 6})}
+    (query_reply,) = room.receive(a, QueryAwareness())
+    assert awareness_of([decode(query_reply)]) == awareness_of(later)
+    room.leave(a)  # takes 7 and 8 with it
+    assert [decode(f) for f in room.join(FakePeer())][1:] == []
 
 
 async def test_stale_awareness_expires(store: SQLiteLog) -> None:
