@@ -296,16 +296,20 @@ class Room:
             return
         merged = merge_many([update for _, update in batch])
         self._store_update(merged)
+        frame = encode(SyncUpdate(merged))
         senders = {sender for sender, _ in batch}
-        frame_for_others = encode(SyncUpdate(merged))
         for peer in list(self.peers):
             if peer not in senders:
-                peer.send_nowait(frame_for_others)
-        for sender in senders:
-            if sender in self.peers:
-                rest = [update for origin, update in batch if origin is not sender]
-                if rest:
-                    sender.send_nowait(encode(SyncUpdate(merge_many(rest))))
+                peer.send_nowait(frame)
+                continue
+            rest = [update for origin, update in batch if origin is not peer]
+            if len(rest) == 1:
+                peer.send_nowait(encode(SyncUpdate(rest[0])))
+            elif rest:
+                # Another merge per sender would cost more than the bytes it saves: send
+                # the whole batch, its own updates too, as y-websocket's server always does
+                # (a Yjs doc skips what it already has, and emits no update for it).
+                peer.send_nowait(frame)
 
     def _store_update(self, update: bytes) -> None:
         self._last_ticket = self.store.append_nowait(self.name, update, epoch=self.epoch)

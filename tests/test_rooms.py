@@ -257,7 +257,9 @@ async def test_ack_peer_hears_the_durable_state_after_commit(tmp_path: Path) -> 
         assert acks == [Ack(room.doc.get_state())]
 
 
-async def test_updates_of_one_turn_are_merged_and_never_echoed(store: SQLiteLog) -> None:
+async def test_updates_of_one_turn_are_merged_into_one_frame_and_one_row(
+    store: SQLiteLog,
+) -> None:
     async with RoomManager(store, Settings()) as manager:
         room = await manager.open("busy")
         a, b, watcher = FakePeer(), FakePeer(), FakePeer()
@@ -276,14 +278,30 @@ async def test_updates_of_one_turn_are_merged_and_never_echoed(store: SQLiteLog)
         replica.apply_update(to_watcher.update)  # type: ignore[attr-defined]
         # state vectors list clients in hash order: compare them decoded
         assert decode_state_vector(replica.get_state()) == decode_state_vector(room.doc.get_state())
-        only_b = Doc()
-        only_b.apply_update(to_a.update)  # type: ignore[attr-defined]
-        assert str(only_b.get("content", type=Text)) == str(doc_b.get("content", type=Text))
-        only_a = Doc()
-        only_a.apply_update(to_b.update)  # type: ignore[attr-defined]
-        assert str(only_a.get("content", type=Text)) == str(doc_a.get("content", type=Text))
+        for doc, frame in ((doc_a, to_a), (doc_b, to_b)):
+            doc.apply_update(frame.update)  # type: ignore[attr-defined]
+            assert str(doc.get("content", type=Text)) == str(room.doc.get("content", type=Text))
         await store.flush()
         assert len((await store.load("busy")).updates) == 1  # one merged row
+
+
+async def test_a_sender_is_not_sent_back_what_it_alone_wrote(store: SQLiteLog) -> None:
+    async with RoomManager(store, Settings()) as manager:
+        room = await manager.open("two")
+        a, b, c = FakePeer(), FakePeer(), FakePeer()
+        for peer in (a, b, c):
+            room.join(peer)
+        doc_a = Doc()
+        room.receive(a, SyncUpdate(text_update("x", doc_a)))
+        room.receive(a, SyncUpdate(text_update("y", doc_a)))
+        await anyio.wait_all_tasks_blocked()
+        assert a.messages() == []  # the only writer of the turn: nothing comes back
+        assert len(b.messages()) == len(c.messages()) == 1
+        from_b = text_update("z")
+        room.receive(a, SyncUpdate(text_update("w", doc_a)))
+        room.receive(b, SyncUpdate(from_b))
+        await anyio.wait_all_tasks_blocked()
+        assert a.messages()[-1] == SyncUpdate(from_b)  # the one update of the others, as is
 
 
 async def test_slow_peer_is_closed_and_others_carry_on() -> None:
