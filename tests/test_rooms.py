@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,7 +155,7 @@ def awareness_entries(*entries: tuple[int, int, str]) -> bytes:
     return bytes(out)
 
 
-def awareness_of(frames: list[object]) -> dict[int, tuple[int, object]]:
+def awareness_of(frames: Sequence[object]) -> dict[int, tuple[int, object]]:
     """What an observer holds after applying these awareness frames: {client: (clock, state)}."""
     observer = Awareness(Doc())
     for message in frames:
