@@ -47,6 +47,7 @@ def bars(ax: Any, rows: list[tuple[str, str, float]], title: str, fmt: str) -> N
         ax.text(v, i, " " + fmt.format(v), va="center", fontsize=8)
     ax.set_xlim(0, max(values) * 1.25 if values else 1)
     ax.tick_params(axis="y", labelsize=9)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))  # labels must not touch
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:,.0f}"))
 
 
