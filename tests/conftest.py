@@ -126,10 +126,16 @@ class ServerProcess:
             self.proc.wait()
 
 
-def running_server(tmp_path: Path, asgi_server: str = "hypercorn") -> Iterator[ServerProcess]:
+def running_server(
+    tmp_path: Path, asgi_server: str = "hypercorn", *extra_args: str
+) -> Iterator[ServerProcess]:
     """Start a collab server with a fresh database; its log is printed if the test fails."""
     process = ServerProcess(
-        tmp_path / "data" / "collab.db", tmp_path / "server.log", "--server", asgi_server
+        tmp_path / "data" / "collab.db",
+        tmp_path / "server.log",
+        "--server",
+        asgi_server,
+        *extra_args,
     )
     process.start()
     try:
