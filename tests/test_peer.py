@@ -45,7 +45,7 @@ async def test_a_write_happens_at_once_when_nothing_is_in_flight() -> None:
     peer.send_nowait(b"a")
     peer.send_nowait(b"b")
     assert wire.frames == [b"a", b"b"]  # written inside send_nowait, no task involved
-    assert peer.close_streams() is None  # an idle peer has no drainer
+    assert peer.stop_writing() is None  # an idle peer has no drainer
 
 
 async def test_frames_behind_a_stalled_write_go_out_in_order() -> None:
@@ -89,7 +89,7 @@ async def test_a_full_outbox_closes_the_peer_as_too_slow() -> None:
                 peer.send_nowait(bytes([i]))
             await anyio.sleep(5)  # cancelled by the close, long before this
     assert peer.close_code == CloseCode.TOO_SLOW
-    drainer = peer.close_streams()
+    drainer = peer.stop_writing()
     assert drainer is not None
     await asyncio.wait([drainer])  # the stalled write was cancelled, not left hanging
     peer.send_nowait(b"after close")  # ignored, no error
@@ -105,7 +105,7 @@ async def test_a_failed_write_stops_the_reading_side_too() -> None:
             peer.attach(reading)
             peer.send_nowait(b"x")
             await anyio.sleep(5)
-    assert peer.close_streams() is None  # failed inside send_nowait: no drainer was made
+    assert peer.stop_writing() is None  # failed inside send_nowait: no drainer was made
 
 
 async def test_a_write_that_fails_after_stalling_is_handled_by_the_drainer() -> None:

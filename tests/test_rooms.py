@@ -316,7 +316,7 @@ async def test_slow_peer_is_closed_and_others_carry_on() -> None:
     assert slow.close_code is None
     slow.send_nowait(b"one too many")
     assert slow.close_code == CloseCode.TOO_SLOW
-    slow.close_streams()
+    slow.stop_writing()
 
 
 class CountingStore(SQLiteLog):

@@ -149,7 +149,7 @@ async def websocket_endpoint(app: CollabApp, scope: Scope, receive: Receive, sen
         if not reading.expired():
             raise
     finally:
-        drainer = peer.close_streams()
+        drainer = peer.stop_writing()
         if drainer is not None:
             with anyio.CancelScope(shield=True):
                 await asyncio.wait([drainer])

@@ -114,10 +114,10 @@ class WebSocketPeer:
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
             log.info("closing %s: %d %s", self.label, code, reason)
-        self.close_streams()
+        self.stop_writing()
         self._stop_reading()
 
-    def close_streams(self) -> asyncio.Task[None] | None:
+    def stop_writing(self) -> asyncio.Task[None] | None:
         """Stop writing: drop the outbox and cancel a stalled write.
 
         :returns: the drainer, if one was running, so the caller can wait for it to end.
@@ -137,7 +137,7 @@ class WebSocketPeer:
     def _failed(self, error: Exception) -> None:
         # The client went away mid-write (the ASGI server raises): stop reading too.
         log.debug("cannot send to %s: %r", self.label, error)
-        self.close_streams()
+        self.stop_writing()
         self._stop_reading()
 
 
