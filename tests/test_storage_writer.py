@@ -104,6 +104,7 @@ async def test_stop_commits_what_is_queued_without_waiting_for_the_delay() -> No
     thread.start()
     thread.put(1)
     thread.put(2)
+    await anyio.sleep(0.1)  # the thread is waiting out the delay by now
     thread.stop()
     with anyio.fail_after(10):
         await anyio.to_thread.run_sync(thread.join)

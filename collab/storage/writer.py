@@ -94,10 +94,12 @@ class CommitThread(Generic[Item, Result]):
                     self._cond.wait()
                 if not self._queue:
                     return
-                wait = 0.0 if self._stopping else self._oldest_at + self.delay - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)  # let the burst gather
-            with self._cond:
+                # Let the burst gather; stop() cuts this short.
+                while not self._stopping:
+                    wait = self._oldest_at + self.delay - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._cond.wait(wait)
                 batch, self._queue = self._queue, []
             result = self._commit_with_retries(batch)
             committed_at = time.monotonic()
