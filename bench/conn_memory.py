@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from collab import server as collab_server  # noqa: E402
 from collab.app import build_app  # noqa: E402
-from collab.config import Settings  # noqa: E402
+from collab.config import SERVERS, Settings  # noqa: E402
 
 
 def free_port() -> int:
@@ -139,7 +139,7 @@ if __name__ == "__main__":
         asyncio.run(open_clients(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--server", choices=["hypercorn", "uvicorn"], default="hypercorn")
+    parser.add_argument("--server", choices=SERVERS, default=SERVERS[0])
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--rooms", type=int, default=100)
     parser.add_argument("--settle", type=float, default=3.0, help="seconds after the last join")

@@ -89,6 +89,8 @@ async def serve(settings: Settings) -> None:
 
 async def serve_app(app: CollabApp, settings: Settings) -> None:
     """:func:`serve` for an app built by the caller (bench/conn_memory.py watches its peers)."""
+    if settings.server not in SERVERS:
+        raise CollabError(f"unknown server {settings.server!r}: pick one of {', '.join(SERVERS)}")
     _quiet_cancelled_connections(app)
     log.info(
         "collab listening on ws://%s:%d/<doc-name> (db: %s, server: %s)",
@@ -97,8 +99,6 @@ async def serve_app(app: CollabApp, settings: Settings) -> None:
         settings.db_path,
         settings.server,
     )
-    if settings.server not in SERVERS:
-        raise CollabError(f"unknown server {settings.server!r}: pick one of {', '.join(SERVERS)}")
     try:
         if settings.server == "uvicorn":
             await _serve_uvicorn(app, settings)
