@@ -106,7 +106,7 @@ class WebSocketPeer:
         block it guards, only that block, and it ends with :class:`TimeoutError`.
         """
         self._reading = reading
-        if self.close_code is not None or self._closed:
+        if self._closed:  # closed (or a write failed) before the loop began
             self._stop_reading()
 
     def close_nowait(self, code: CloseCode, reason: str) -> None:
