@@ -31,6 +31,8 @@ class CloseCode(IntEnum):
     TOO_SLOW = 4500
     #: The document could not be loaded or stored right now; try again later.
     STORE_UNAVAILABLE = 4503
+    # The next three are reserved: collab has no authentication yet, and never sends them.
+    # They are the codes an auth layer in front of it should use.
     #: Authentication is required or failed (mirrors HTTP 401).
     UNAUTHORIZED = 4401
     #: The client may not open this document (mirrors HTTP 403).
