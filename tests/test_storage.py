@@ -55,6 +55,23 @@ async def test_log_keeps_order_and_documents_apart(tmp_path: Path) -> None:
         assert (await log.load("never-written")).updates == []
 
 
+@pytest.mark.timeout(30)
+async def test_a_name_with_a_nul_is_its_own_document_and_commits(tmp_path: Path) -> None:
+    # SQLite's JSON functions cut strings at a NUL: a lookup through them found "a" for
+    # "a\0b", or no row at all, and the second commit to "a\0b" failed forever.
+    async with SQLiteLog(tmp_path / "c.db", commit_delay=0) as log:
+        log.append_nowait("a", b"1")
+        log.append_nowait("a\0b", b"2")
+        await log.flush()
+        log.append_nowait("a\0b", b"3")
+        log.append_nowait("c", b"4")
+        with anyio.fail_after(5):
+            await log.flush()
+        assert (await log.load("a")).updates == [b"1"]
+        assert (await log.load("a\0b")).updates == [b"2", b"3"]
+        assert (await log.load("c")).updates == [b"4"]
+
+
 async def test_leaving_the_block_commits_everything_even_when_cancelled(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     with anyio.CancelScope() as scope:

@@ -464,15 +464,23 @@ def append_updates(
 def _doc_heads(db: Database, rooms: Sequence[str]) -> dict[str, tuple[int, int, int]]:
     """``room -> (doc id, epoch, last seq)`` for the rooms that have a documents row.
 
-    One statement, one result row (a JSON array), so one step however many rooms.
+    One result row (a JSON array) per statement, so one step for up to
+    ``_NAMES_PER_QUERY`` rooms. The names go in as bound parameters, never through
+    ``json_each``: SQLite's JSON functions cut a string at a NUL, so ``"a\0b"`` would
+    find the document ``"a"``.
     """
-    (found,) = db.execute(
-        "SELECT json_group_array(json_array(name, id, epoch,"
-        " (SELECT coalesce(max(seq), 0) FROM updates WHERE doc_id = documents.id)))"
-        " FROM documents WHERE name IN (SELECT value FROM json_each(?))",
-        [json.dumps(rooms)],
-    ).fetchone()
-    return {name: (int(id_), int(epoch), int(last)) for name, id_, epoch, last in json.loads(found)}
+    heads: dict[str, tuple[int, int, int]] = {}
+    for start in range(0, len(rooms), _NAMES_PER_QUERY):
+        chunk = rooms[start : start + _NAMES_PER_QUERY]
+        (found,) = db.execute(
+            "SELECT json_group_array(json_array(name, id, epoch,"
+            " (SELECT coalesce(max(seq), 0) FROM updates WHERE doc_id = documents.id)))"
+            f" FROM documents WHERE name IN ({', '.join(['?'] * len(chunk))})",
+            chunk,
+        ).fetchone()
+        for name, id_, epoch, last in json.loads(found):
+            heads[name] = (int(id_), int(epoch), int(last))
+    return heads
 
 
 def _raw_tails(db: Database, doc_ids: Sequence[int]) -> dict[int, tuple[int, int]]:

@@ -53,11 +53,18 @@ def room_name(scope: Scope) -> str:
             CloseCode.BAD_DOCUMENT_NAME,
         )
     try:
-        return name_bytes.decode("utf-8")
+        name = name_bytes.decode("utf-8")
     except UnicodeDecodeError:
         raise RemoteProtocolError(
             "document name is not valid UTF-8", CloseCode.BAD_DOCUMENT_NAME
         ) from None
+    # Control characters cannot be typed in a name, garble `collab docs list`, and a NUL
+    # cuts the name short in SQLite's string functions.
+    if any(c < " " or c == "\x7f" for c in name):
+        raise RemoteProtocolError(
+            "document name contains a control character", CloseCode.BAD_DOCUMENT_NAME
+        )
+    return name
 
 
 def query_flag(scope: Scope, key: str) -> bool:

@@ -258,6 +258,8 @@ async def test_unknown_message_types_are_ignored(server: ServerProcess) -> None:
         ("/", "empty"),
         ("/" + "a" * 513, "limit is 512"),
         ("/%ff%fe", "UTF-8"),
+        ("/evil%00", "control character"),
+        ("/tab%09name", "control character"),
     ],
 )
 async def test_bad_document_names_are_refused(
