@@ -78,6 +78,28 @@ async def test_a_frame_sent_while_draining_keeps_its_place() -> None:
     assert wire.frames == [b"first", b"second", b"third"]
 
 
+async def test_a_close_in_the_turn_a_write_stalled_still_ends_that_write() -> None:
+    # The drainer is cancelled before its first step, so its body never runs; the stalled
+    # write must still be closed, or what it holds (hypercorn's send lock) stays held.
+    lock = asyncio.Lock()
+    wire = Wire()
+    wire.open.clear()
+
+    async def send(message: dict[str, Any]) -> None:
+        async with lock:
+            await wire.send(message)
+
+    peer = WebSocketPeer(send, queue_size=8, wants_ack=False, label="test peer")
+    peer.send_nowait(b"stalls")
+    assert lock.locked()
+    drainer = peer.stop_writing()
+    assert drainer is not None
+    with anyio.fail_after(5):
+        await asyncio.gather(drainer, return_exceptions=True)
+    assert not lock.locked()
+    assert not peer.stalled
+
+
 async def test_a_full_outbox_closes_the_peer_as_too_slow() -> None:
     wire = Wire()
     wire.open.clear()  # the client stopped reading
@@ -89,9 +111,8 @@ async def test_a_full_outbox_closes_the_peer_as_too_slow() -> None:
                 peer.send_nowait(bytes([i]))
             await anyio.sleep(5)  # cancelled by the close, long before this
     assert peer.close_code == CloseCode.TOO_SLOW
-    drainer = peer.stop_writing()
-    assert drainer is not None
-    await asyncio.wait([drainer])  # the stalled write was cancelled, not left hanging
+    assert not peer.stalled  # the stalled write was ended, not left hanging
+    assert peer.stop_writing() is None
     peer.send_nowait(b"after close")  # ignored, no error
     assert wire.frames == []
 

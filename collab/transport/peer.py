@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Coroutine
@@ -84,7 +85,17 @@ class WebSocketPeer:
         except Exception as e:
             self._failed(e)
             return
-        self._drainer = asyncio.get_running_loop().create_task(self._drain(write, waiting_on))
+        drainer = asyncio.get_running_loop().create_task(self._drain(write, waiting_on))
+        drainer.add_done_callback(functools.partial(self._drained, write))
+        self._drainer = drainer
+
+    def _drained(self, write: Coroutine[Any, Any, None], drainer: asyncio.Task[None]) -> None:
+        # A drainer cancelled before its first step never runs its body: the stalled write
+        # would stay suspended, holding whatever it holds (hypercorn's send lock, which the
+        # close frame then waits on forever). Closing a finished coroutine does nothing.
+        write.close()
+        if self._drainer is drainer:
+            self._drainer = None
 
     async def _drain(self, write: Coroutine[Any, Any, None], waiting_on: Any) -> None:
         try:
