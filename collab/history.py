@@ -41,12 +41,25 @@ def parse_time(text: str, *, now: float | None = None) -> float:
 
     :raises ValueError: none of those.
     """
-    now = time.time() if now is None else now
+    seconds = _parse_time(text, time.time() if now is None else now)
+    try:
+        datetime.fromtimestamp(seconds)  # NaN, infinities and years past 9999 fail here
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"{text!r} is out of range: pick a time between 1970 and 9999") from None
+    return seconds
+
+
+def _parse_time(text: str, now: float) -> float:
     value = text.strip()
     if value.lower() == "now":
         return now
     if value.startswith("@"):
-        return float(value[1:])
+        try:
+            return float(value[1:])
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not a time: @ takes Unix seconds (@1767225600)"
+            ) from None
     relative = _RELATIVE.match(value.lower())
     if relative:
         seconds = sum(

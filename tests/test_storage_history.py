@@ -286,6 +286,16 @@ def test_times_parse() -> None:
     assert parse_time("2026-03-01T14:30:00+00:00") == 1772375400.0
     with pytest.raises(ValueError, match="not a time"):
         parse_time("yesterday-ish")
+    with pytest.raises(ValueError, match="not a time"):
+        parse_time("@tomorrow")
+
+
+@pytest.mark.parametrize("text", ["@nan", "@inf", "@-inf", "@1e20", "100000000w"])
+def test_times_that_are_no_point_in_time_are_refused(text: str) -> None:
+    # NaN compared false with every bound: `--at @nan` skipped the retention check and
+    # restored an empty document.
+    with pytest.raises(ValueError, match="out of range"):
+        parse_time(text)
 
 
 def test_sessions_split_at_gaps() -> None:

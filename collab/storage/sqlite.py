@@ -885,8 +885,12 @@ def replace_doc(db: Database, room: str, update: bytes) -> int:
             "INSERT INTO updates (doc_id, seq, data, created_at) VALUES (?, 1, ?, ?)",
             [id_, update, now],
         )
+        # The generation tells a running server to look: a document it holds but never
+        # stored had epoch 0 before and has it still.
         db.execute(
-            "UPDATE documents SET deleted_at = NULL, updated_at = ? WHERE id = ?", [now, id_]
+            "UPDATE documents SET deleted_at = NULL, updated_at = ?,"
+            " generation = generation + 1 WHERE id = ?",
+            [now, id_],
         )
     return epoch
 

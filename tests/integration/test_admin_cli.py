@@ -11,7 +11,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from pycrdt import Text
+from pycrdt import Doc, Text
 
 from collab.client import Client
 from tests.conftest import ROOT, ServerProcess
@@ -131,6 +131,26 @@ async def test_export_import_round_trip_through_a_running_server(server: ServerP
     async with Client(server.url("copy")) as client:
         await client.synced()
         await client.wait_for(lambda: str(client.doc.get("content", type=Text)) == "carried across")
+
+
+async def test_replacing_a_document_open_but_never_stored_reaches_its_client(
+    server: ServerProcess,
+) -> None:
+    # Nothing stored yet: the document row the import creates has the epoch the open room
+    # already holds, so only the generation tells the server to look.
+    source = server.db_path.parent / "replacement"
+    doc = Doc()
+    doc.get("content", type=Text).insert(0, "imported")
+    source.write_bytes(doc.get_update())
+    async with Client(server.url("fresh")) as client:
+        await client.synced()
+        code, output = await collab(
+            server, "docs", "import", "fresh", str(source), "--replace", "--yes"
+        )
+        assert code == 0, output
+        await client.wait_for(
+            lambda: str(client.doc.get("content", type=Text)) == "imported", timeout=10
+        )
 
 
 async def test_a_deleted_document_is_not_written_back_by_its_open_room(
