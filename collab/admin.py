@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from collab.errors import CollabError, InvalidUpdateError, StoreError
+from collab.errors import CollabError, DocumentNotFoundError, InvalidUpdateError, StoreError
 from collab.history import RootKind, resolve_roots, restore_update, root_value
 from collab.storage.merge import build, check_update, squash
 from collab.storage.sqlite import (
@@ -208,15 +208,25 @@ def check(db: Database, progress: Progress | None = None) -> tuple[int, list[Pro
     the file itself.
     """
     problems: list[Problem] = []
-    result = [str(r[0]) for r in db.execute("PRAGMA quick_check")]
-    if result != ["ok"]:
-        problems.extend(Problem("-", "database", line) for line in result)
-    rooms = all_rooms(db)
-    for room in rooms:
-        problems.extend(_check_room(db, room))
-        if progress is not None:
-            progress(1)
-    return len(rooms), problems
+    checked = 0
+    try:
+        result = [str(r[0]) for r in db.execute("PRAGMA quick_check")]
+        if result != ["ok"]:
+            problems.extend(Problem("-", "database", line) for line in result)
+        for room in all_rooms(db):
+            try:
+                problems.extend(_check_room(db, room))
+            except DocumentNotFoundError:
+                pass  # deleted while the check ran
+            else:
+                checked += 1
+            if progress is not None:
+                progress(1)
+    except sqlite3.DatabaseError as e:
+        # A damaged file can fail any read ("database disk image is malformed"): report
+        # it and stop, rather than end with a traceback.
+        problems.append(Problem("-", "database", str(e)))
+    return checked, problems
 
 
 def _check_room(db: Database, room: str) -> list[Problem]:

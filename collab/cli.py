@@ -224,6 +224,11 @@ def _database(path: str) -> Iterator[Database]:
                 " process; try again"
             ) from None
         raise click.ClickException(f"database error: {e}") from None
+    except sqlite3.DatabaseError as e:
+        raise click.ClickException(
+            f"database error: {e}. Run `collab check --db {path}` to see what is damaged;"
+            " restore a backup if the file is (collab backup makes them)."
+        ) from None
     finally:
         db.close()
 
@@ -386,7 +391,10 @@ def docs_export(
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
-        Path(output).write_bytes(data)
+        try:
+            Path(output).write_bytes(data)
+        except OSError as e:
+            raise click.ClickException(f"cannot write {output}: {e.strerror or e}") from None
         click.echo(f"wrote {_size(len(data))} to {output}", err=True)
 
 
@@ -618,7 +626,10 @@ def check(db: str) -> None:
         collab check --db data/collab.db
     """
     with _database(db) as database:
-        count = len(admin.all_rooms(database))
+        try:
+            count = len(admin.all_rooms(database))
+        except sqlite3.DatabaseError:
+            count = 0  # a damaged file: admin.check reports what it can read
         with click.progressbar(length=count, label="checking", file=sys.stderr) as bar:
             checked, problems = admin.check(database, progress=bar.update)
     for problem in problems:

@@ -199,3 +199,35 @@ def test_backup_and_check(db_path: Path, tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "FAIL 'notes' (updates seq 2)" in result.output
     assert "checked 2 documents: 1 failed" in result.output
+
+
+def test_a_damaged_file_is_a_one_line_error_and_check_reports_it(
+    db_path: Path, tmp_path: Path
+) -> None:
+    damaged = tmp_path / "damaged.db"
+    with sqlite3.connect(db_path) as raw:
+        raw.execute("VACUUM INTO ?", [str(damaged)])  # one self-contained file, no WAL
+        (root,) = raw.execute("SELECT rootpage FROM sqlite_schema WHERE name = 'updates'")
+    data = bytearray(damaged.read_bytes())
+    size = int.from_bytes(data[16:18], "big")
+    start = (root[0] - 1) * size
+    data[start : start + size] = b"\xa5" * size  # the updates table's root page
+    damaged.write_bytes(bytes(data))
+    result = run(damaged, "docs", "list")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: database error: "), result.output
+    assert "collab check" in result.output
+    assert isinstance(result.exception, SystemExit)  # not a traceback
+    result = run(damaged, "check")
+    assert result.exit_code == 1
+    assert "FAIL '-' (database)" in result.output
+    assert isinstance(result.exception, SystemExit)
+
+
+def test_export_to_a_folder_that_does_not_exist_is_a_one_line_error(
+    db_path: Path, tmp_path: Path
+) -> None:
+    result = run(db_path, "docs", "export", "notes", "-o", str(tmp_path / "no" / "such" / "x"))
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: cannot write ")
+    assert isinstance(result.exception, SystemExit)

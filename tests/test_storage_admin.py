@@ -110,3 +110,17 @@ def test_backup_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
         admin.backup(source, source, force=True)
     with pytest.raises(StoreError, match="no database"):
         admin.backup(tmp_path / "missing.db", tmp_path / "x.db")
+
+
+def test_check_skips_a_document_deleted_while_it_runs(tmp_path: Path) -> None:
+    db = connect(tmp_path / "c.db")
+    for name in ("a", "b", "c"):
+        append_updates(db, [(name, u, 1.0, None) for u in keystrokes(name)])
+    rooms = admin.all_rooms(db)
+
+    def delete_the_last(_: int) -> None:
+        if rooms[-1] in admin.all_rooms(db):
+            admin.delete(db, rooms[-1])
+
+    checked, problems = admin.check(db, progress=delete_the_last)
+    assert (checked, problems) == (2, [])
