@@ -362,12 +362,18 @@ class Room:
         return frame
 
     def expire_awareness(self, now_ms: int, timeout_ms: int) -> None:
-        """Remove awareness states not renewed for ``timeout_ms`` (y-protocols: 30 s)."""
-        stale = [
-            client_id
-            for client_id, meta in self.awareness.meta.items()
-            if client_id in self.awareness.states and now_ms - meta["lastUpdated"] >= timeout_ms
-        ]
+        """Remove awareness states not renewed for ``timeout_ms`` (y-protocols: 30 s).
+
+        The clock of a client removed that long ago is forgotten too: y-protocols keeps it
+        forever, and a room that is never empty would grow by one entry per page load.
+        """
+        states, meta = self.awareness.states, self.awareness.meta
+        stale, gone = [], []
+        for client_id, entry in meta.items():
+            if now_ms - entry["lastUpdated"] >= timeout_ms:
+                (stale if client_id in states else gone).append(client_id)
+        for client_id in gone:
+            del meta[client_id]
         if stale:
             for client_ids in self.peers.values():
                 client_ids.difference_update(stale)
@@ -500,11 +506,12 @@ class RoomManager(AsyncContextManagerMixin):
         """Notice documents that other processes deleted, replaced or appended to."""
         if not self.rooms:
             return
-        versions = await self.store.versions(list(self.rooms))
+        polled = dict(self.rooms)
+        versions = await self.store.versions(list(polled))
         for name, version in versions.items():
             room = self.rooms.get(name)
-            if room is None:
-                continue
+            if room is None or room is not polled[name]:
+                continue  # unloaded or reloaded since: a newer room is not judged by this
             if version.epoch != room.epoch:
                 self._retire(room)
             elif version.generation != room.generation:

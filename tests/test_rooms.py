@@ -24,7 +24,7 @@ from collab.protocol import (
     decode_state_vector,
 )
 from collab.rooms import Room, RoomManager, StaleClientError
-from collab.storage.base import StoredDoc
+from collab.storage.base import DocVersion, StoredDoc
 from collab.storage.sqlite import SQLiteLog
 from collab.transport.peer import WebSocketPeer
 
@@ -227,6 +227,23 @@ async def test_stale_awareness_expires(store: SQLiteLog) -> None:
     room.expire_awareness(now_ms + 30_001, 30_000)
     assert client.client_id not in room.awareness.states
     assert not room.peers[a]
+
+
+async def test_clients_that_left_long_ago_are_forgotten(store: SQLiteLog) -> None:
+    room = Room("r", Doc(), store)
+    stays = FakePeer()
+    room.join(stays)
+    for i in range(50):  # page loads: join, announce, leave
+        tab = FakePeer()
+        room.join(tab)
+        room.receive(tab, AwarenessUpdate(awareness_entries((1000 + i, 1, '{"n": 1}'))))
+        room.leave(tab)
+    assert len(room.awareness.meta) >= 50  # removed, clock kept (as y-protocols does)
+    now_ms = int(time.time() * 1000)
+    room.expire_awareness(now_ms, 30_000)
+    assert len(room.awareness.meta) >= 50  # not yet: a late update could still come
+    room.expire_awareness(now_ms + 30_001, 30_000)
+    assert not [c for c in room.awareness.meta if c >= 1000]
 
 
 async def test_malformed_awareness_is_a_protocol_error(store: SQLiteLog) -> None:
@@ -434,3 +451,35 @@ async def test_room_deleted_behind_its_back_closes_its_peers(tmp_path: Path) -> 
         again = await manager.open("doomed")
         assert str(again.doc.get("content", type=Text)) == ""
         assert again.epoch == room.epoch + 1
+
+
+async def test_a_poll_does_not_retire_a_room_loaded_after_its_snapshot(store: SQLiteLog) -> None:
+    # poll_versions awaits (a catch-up load of "a") between reading versions and acting on
+    # them. "b" is deleted and reloaded at its new epoch meanwhile: the snapshot's old epoch
+    # is about the room it replaced, not about the fresh one.
+    rooms = RoomManager(store, Settings(idle_unload=1000))  # not entered: no sweeper
+    await rooms.open("a")
+    old_room = await rooms.open("b")
+    old_peer, new_peer = FakePeer(), FakePeer()
+    old_room.join(old_peer)
+    snapshot = {"a": DocVersion(0, 1), "b": DocVersion(0, 0)}  # "a" had an import
+
+    async def versions(names: Sequence[str]) -> dict[str, DocVersion]:
+        return {name: snapshot[name] for name in names}
+
+    load = store.load
+
+    async def load_and_meanwhile(name: str) -> StoredDoc:
+        if name == "a":
+            rooms._retire(old_room)  # as on_stale does when "b" is deleted
+            fresh = await rooms.open("b")
+            fresh.epoch = 1
+            fresh.join(new_peer)
+        return await load(name)
+
+    store.versions = versions  # type: ignore[method-assign]
+    store.load = load_and_meanwhile  # type: ignore[method-assign]
+    await rooms.poll_versions()
+    assert old_peer.closed is not None and old_peer.closed[0] == CloseCode.STALE_EPOCH
+    assert new_peer.closed is None
+    assert rooms.rooms["b"].epoch == 1

@@ -106,6 +106,9 @@ async def websocket_endpoint(app: CollabApp, scope: Scope, receive: Receive, sen
         log.error("cannot open %r for %s: %s", name, label, e)
         await _close(send, CloseCode.STORE_UNAVAILABLE, "document cannot be loaded; try later")
         return
+    if app.stopping:  # shutdown began while the document loaded: close_peers missed us
+        await _close(send, CloseCode.GOING_AWAY, "server is shutting down")
+        return
 
     peer = WebSocketPeer(
         send,
