@@ -368,7 +368,8 @@ class Room:
         forever, and a room that is never empty would grow by one entry per page load.
         """
         states, meta = self.awareness.states, self.awareness.meta
-        stale, gone = [], []
+        stale: list[int] = []
+        gone: list[int] = []
         for client_id, entry in meta.items():
             if now_ms - entry["lastUpdated"] >= timeout_ms:
                 (stale if client_id in states else gone).append(client_id)
