@@ -62,6 +62,7 @@ from collab.storage.merge import (
 from collab.storage.merge import (
     build,
     merge_many,
+    pending_in,
     state_vector_overlaps,
     update_overlaps,
 )
@@ -145,6 +146,10 @@ class Room:
         #: The state vector each retired epoch of the document reached.
         self.retired = list(retired_state_vectors)
         self.store = store
+        # Set by every transaction that changes the doc, so that _apply can tell an update
+        # that brought nothing new (pycrdt reports none for it).
+        self._changed = False
+        doc.observe(self._on_doc_change)
         self.awareness = Awareness(doc)
         self.awareness.set_local_state(None)  # the server itself has no presence
         self.awareness.observe(self._on_awareness_change)
@@ -272,10 +277,20 @@ class Room:
             apply_update(self.doc, missing)
             self.broadcast(encode(SyncUpdate(missing)))  # already stored: not appended again
 
+    def _on_doc_change(self, event: object) -> None:
+        self._changed = True
+
     def _apply(self, sender: Peer, update: bytes) -> None:
         if update == EMPTY_UPDATE:
             return
+        self._changed = False
         apply_update(self.doc, update)
+        if not self._changed and not pending_in(self.doc, update):
+            # Nothing new: typically a reconnecting client's sync step 2, which carries
+            # its whole delete set. Yjs emits no update for it, so y-websocket's server
+            # neither stores nor relays it; neither do we. (What waits as pending is
+            # kept: the peers that lack it need it once its dependencies arrive.)
+            return
         metrics.UPDATES.inc()
         if not self._batch:
             self._batch_since = time.monotonic()

@@ -23,7 +23,7 @@ from collab.protocol import (
     decode,
     decode_state_vector,
 )
-from collab.rooms import Room, RoomManager, StaleClientError
+from collab.rooms import Room, RoomManager, StaleClientError, build_doc
 from collab.storage.base import DocVersion, StoredDoc
 from collab.storage.sqlite import SQLiteLog
 from collab.transport.peer import WebSocketPeer
@@ -483,3 +483,76 @@ async def test_a_poll_does_not_retire_a_room_loaded_after_its_snapshot(store: SQ
     assert old_peer.closed is not None and old_peer.closed[0] == CloseCode.STALE_EPOCH
     assert new_peer.closed is None
     assert rooms.rooms["b"].epoch == 1
+
+
+async def test_an_update_that_changes_nothing_is_neither_stored_nor_relayed(
+    store: SQLiteLog,
+) -> None:
+    room = Room("r", Doc(), store)
+    client: Doc = Doc()
+    text = client.get("content", type=Text)
+    text.insert(0, "hello world")
+    del text[0:6]
+    writer, watcher = FakePeer(), FakePeer()
+    room.join(writer)
+    room.join(watcher)
+    room.receive(writer, SyncUpdate(client.get_update()))
+    room.flush()
+    assert len(watcher.frames) == 1
+    for _ in range(3):  # the client reconnects, in sync: its step 2 is its delete set
+        tab = FakePeer()
+        room.join(tab)
+        room.receive(tab, SyncStep2(client.get_update(room.doc.get_state())))
+        room.flush()
+        room.leave(tab)
+    await store.flush()
+    assert len((await store.load("r")).updates) == 1
+    assert len(watcher.frames) == 1
+
+
+async def test_an_update_left_pending_is_still_stored_and_relayed(store: SQLiteLog) -> None:
+    # Its dependency has not arrived, so the doc does not change; it must not count as
+    # "nothing new": the server owes it to the store and to peers that lack it.
+    client: Doc = Doc()
+    text = client.get("content", type=Text)
+    text.insert(0, "ab")
+    first = client.get_update()
+    before = client.get_state()
+    text.insert(2, "cd")
+    del text[0:1]
+    second = client.get_update(before)  # inserts after, and deletes from, the first
+    room = Room("r", Doc(), store)
+    writer, watcher = FakePeer(), FakePeer()
+    room.join(writer)
+    room.join(watcher)
+    room.receive(writer, SyncUpdate(second))
+    room.flush()
+    assert watcher.messages() == [SyncUpdate(second)]
+    room.receive(writer, SyncUpdate(first))
+    room.flush()
+    assert str(room.doc.get("content", type=Text)) == "bcd"
+    await store.flush()
+    assert (await store.load("r")).updates == [second, first]
+
+
+async def test_a_deletion_of_text_not_yet_seen_is_still_stored_and_relayed(
+    store: SQLiteLog,
+) -> None:
+    client: Doc = Doc()
+    text = client.get("content", type=Text)
+    text.insert(0, "ab")
+    first = client.get_update()
+    before = client.get_state()
+    del text[0:1]
+    deletion = client.get_update(before)  # no structs, a delete set only
+    room = Room("r", Doc(), store)
+    writer, watcher = FakePeer(), FakePeer()
+    room.join(writer)
+    room.join(watcher)
+    room.receive(writer, SyncUpdate(deletion))
+    room.receive(writer, SyncUpdate(first))
+    room.flush()
+    assert str(room.doc.get("content", type=Text)) == "b"
+    await store.flush()
+    stored = (await store.load("r")).updates
+    assert str(build_doc("copy", stored).get("content", type=Text)) == "b"

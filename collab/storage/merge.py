@@ -129,6 +129,13 @@ def update_overlaps(update: bytes, retired: bytes) -> bool:
     return len(get_update(update, retired)) != len(get_update(update, b"\x00"))
 
 
+def pending_in(doc: Doc[Any], update: bytes) -> bool:
+    """Whether some of ``update``, already applied to ``doc``, waits there as pending:
+    structs past its state vector, or deletions of clocks it has not seen yet."""
+    state = doc.get_state()
+    return _has_pending(get_update(update, state), decode_state_vector(state))
+
+
 def _has_pending(diff: bytes, reached: dict[int, int]) -> bool:
     """Whether ``diff`` (an update diffed against a doc's state vector) holds anything that
     doc could not integrate: structs (only those past the state vector are left), or a
