@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 import anyio
 from anyio import AsyncContextManagerMixin
-from pycrdt import Awareness, Decoder, Doc
+from pycrdt import Awareness, Doc
 
 from collab import metrics
 from collab.config import Settings
@@ -55,6 +55,7 @@ from collab.protocol import (
     Unknown,
     encode,
 )
+from collab.protocol.codec import check_awareness_update
 from collab.storage.base import StoredDoc, UpdateLog
 from collab.storage.merge import (
     apply as apply_update,
@@ -109,21 +110,6 @@ def encode_awareness(awareness: Awareness, client_ids: Iterable[int]) -> bytes:
     return awareness.encode_awareness_update(list(client_ids))
 
 
-def _took_effect_whole(payload: bytes, changed: list[int]) -> bool:
-    """Did every entry of an applied awareness update take effect?
-
-    Each entry that does names its client once in ``changed``; one that was outdated names
-    none. When all did, relaying the update as it came tells the other peers exactly what
-    re-encoding the changed states would, without a JSON round trip per message (cursor
-    moves are most of the traffic).
-    """
-    try:
-        count = Decoder(payload).read_var_uint()
-    except (IndexError, RuntimeError):
-        return False
-    return count == len(changed)
-
-
 class Room:
     """One open document: its doc, awareness and peers."""
 
@@ -154,7 +140,7 @@ class Room:
         self.awareness.set_local_state(None)  # the server itself has no presence
         self.awareness.observe(self._on_awareness_change)
         # The awareness update being applied, relayed as it came when all of it took effect.
-        self._awareness_in: bytes | None = None
+        self._awareness_in: tuple[bytes, int] | None = None  # (its bytes, its entries)
         # Every awareness state as one frame, for joining peers; None once it changed.
         self._awareness_snapshot: bytes | None = None
         #: Each peer, with the awareness client ids it controls.
@@ -340,7 +326,10 @@ class Room:
     # -- awareness -------------------------------------------------------------
 
     def _apply_awareness(self, peer: Peer, payload: bytes) -> None:
-        self._awareness_in = payload
+        # Checked whole first: pycrdt applies entry by entry, and would keep the entries
+        # before a bad one. Bytes after the last entry are not passed on.
+        count, used = check_awareness_update(payload)
+        self._awareness_in = (payload[:used] if used < len(payload) else payload, count)
         try:
             self.awareness.apply_awareness_update(payload, origin=peer)
         except (IndexError, RuntimeError, ValueError, TypeError) as e:
@@ -360,8 +349,13 @@ class Room:
             controlled.update(added, updated)
             controlled.difference_update(removed)
         changed = added + updated + removed
-        payload = self._awareness_in
-        if payload is None or not _took_effect_whole(payload, changed):
+        # Each entry that took effect names its client once in `changed`; an outdated one
+        # names none. When all did, relaying the update as it came tells the peers exactly
+        # what re-encoding the changed states would, without a JSON round trip per cursor
+        # move (most of the traffic).
+        if self._awareness_in is not None and self._awareness_in[1] == len(changed):
+            payload = self._awareness_in[0]
+        else:
             payload = encode_awareness(self.awareness, changed)
         # Relayed to every peer, the sender included: a client alone in a room must still
         # hear its own renewals, or y-websocket closes the connection after 30 s of silence.

@@ -12,7 +12,7 @@ import pytest
 from pycrdt import Awareness, Doc, Text, write_message, write_var_uint
 
 from collab.config import Settings
-from collab.errors import CloseCode, InvalidUpdateError
+from collab.errors import CloseCode, InvalidUpdateError, RemoteProtocolError
 from collab.protocol import (
     Ack,
     AwarenessUpdate,
@@ -254,6 +254,42 @@ async def test_malformed_awareness_is_a_protocol_error(store: SQLiteLog) -> None
     with pytest.raises(Exception) as info:
         room.receive(a, AwarenessUpdate(bad))
     assert getattr(info.value, "close_code", None) == CloseCode.INVALID_PAYLOAD
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        awareness_entries((1, 1, '{"ok": 1}'), (2, 1, "{bad json")),
+        awareness_entries((1, 1, '{"ok": 1}'), (2, 1, '{"x": NaN}')),  # JSON.parse throws
+        # two entries announced, the second without its state (pycrdt reads: removal)
+        b"\x02" + awareness_entries((1, 1, '{"ok": 1}'))[1:] + write_var_uint(2) + b"\x01",
+        # a state length past the end (pycrdt reads what is there)
+        awareness_entries((1, 1, '{"x": 1}'))[:-9] + b"\x32" + b'{"x": 1}',
+    ],
+    ids=["bad-json", "nan", "missing-state", "overlong-state"],
+)
+async def test_a_bad_awareness_update_changes_nothing_and_reaches_no_one(
+    store: SQLiteLog, payload: bytes
+) -> None:
+    room = Room("r", Doc(), store)
+    sender, watcher = FakePeer(), FakePeer()
+    room.join(sender)
+    room.join(watcher)
+    with pytest.raises(RemoteProtocolError):
+        room.receive(sender, AwarenessUpdate(payload))
+    assert room.awareness.states == {}  # not even the good first entry
+    assert watcher.frames == []
+    assert room.peers[sender] == set()
+
+
+async def test_bytes_after_the_last_awareness_entry_are_not_relayed(store: SQLiteLog) -> None:
+    room = Room("r", Doc(), store)
+    sender, watcher = FakePeer(), FakePeer()
+    room.join(sender)
+    room.join(watcher)
+    entries = awareness_entries((7, 1, '{"cursor": 1}'))
+    room.receive(sender, AwarenessUpdate(entries + b"junk"))
+    assert watcher.messages() == [AwarenessUpdate(entries)]
 
 
 async def test_ack_peer_hears_the_durable_state_after_commit(tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ turns any shortfall into :class:`RemoteProtocolError`.
 
 from __future__ import annotations
 
+import json
+
 from pycrdt import Decoder, create_awareness_message, write_message, write_var_uint
 from pycrdt._sync import (
     create_sync_step1_message,
@@ -98,6 +100,40 @@ def encode(message: Message) -> bytes:
         case Ack(state_vector):
             return write_var_uint(MessageType.ACK) + write_message(state_vector)
     raise ValueError(f"cannot encode {message!r}")
+
+
+#: The largest integer lib0 reads (JavaScript's Number.MAX_SAFE_INTEGER).
+_MAX_UINT = 2**53 - 1
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def check_awareness_update(payload: bytes) -> tuple[int, int]:
+    """Read an awareness update as y-protocols does, strictly; return (entries, bytes read).
+
+    Each entry is a client id, a clock, and a state: JSON (``null`` removes the client) as
+    UTF-8 with its length in bytes. pycrdt's reader is lenient: it takes a missing state
+    for ``null``, a length past the end for what is there, and Python's ``json`` takes
+    ``NaN``. A browser throws on each of those, so such an update must be refused before
+    any of it is applied or relayed. Bytes after the last entry are not read (y-protocols
+    ignores them too).
+
+    :raises RemoteProtocolError: the payload is not such an update.
+    """
+    decoder = Decoder(payload)
+    count = _read_uint(decoder)
+    for _ in range(count):
+        client, clock = _read_uint(decoder), _read_uint(decoder)
+        if client > _MAX_UINT or clock > _MAX_UINT:
+            raise RemoteProtocolError("awareness client id or clock out of range")
+        state = _read_bytes(decoder)
+        try:
+            json.loads(state.decode("utf-8"), parse_constant=_no_constants)
+        except ValueError as e:  # UnicodeDecodeError and JSONDecodeError included
+            raise RemoteProtocolError(f"awareness state is not JSON: {e}") from None
+    return count, decoder.i0
 
 
 def decode_state_vector(state_vector: bytes) -> dict[int, int]:
