@@ -66,7 +66,13 @@ def export_update(db: Database, room: str, at: float | None = None) -> bytes:
             updates = read_doc(db, room).updates
     else:
         updates = read_at(db, room, at)
-    return squash(updates) if updates else EMPTY_UPDATE
+    try:
+        return squash(updates) if updates else EMPTY_UPDATE
+    except InvalidUpdateError as e:
+        raise InvalidUpdateError(
+            f"{room!r} holds a stored update that cannot be read ({e}); `collab check` names"
+            " it. Replace the document from a backup (docs import --replace) or delete it."
+        ) from None
 
 
 def export_content(

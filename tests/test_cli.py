@@ -231,3 +231,23 @@ def test_export_to_a_folder_that_does_not_exist_is_a_one_line_error(
     assert result.exit_code == 1
     assert result.output.startswith("Error: cannot write ")
     assert isinstance(result.exception, SystemExit)
+
+
+def test_a_document_with_a_damaged_row_can_be_replaced_or_deleted(
+    db_path: Path, tmp_path: Path
+) -> None:
+    with sqlite3.connect(db_path) as raw:
+        raw.execute("UPDATE updates SET data = x'0105ffffff' WHERE seq = 2")
+    result = run(db_path, "docs", "export", "notes", "--format", "text")
+    assert result.exit_code == 1
+    assert "cannot be read" in result.output and "collab check" in result.output
+    good: Doc = Doc()
+    good.get("content", type=Text).insert(0, "from the backup")
+    backup = tmp_path / "backup.ydoc"
+    backup.write_bytes(good.get_update())
+    ok(run(db_path, "docs", "import", "notes", str(backup), "--replace", "--yes"))
+    assert ok(run(db_path, "docs", "export", "notes", "--format", "text")) == "from the backup"
+    with sqlite3.connect(db_path) as raw:
+        raw.execute("UPDATE updates SET data = x'0105ffffff'")
+    ok(run(db_path, "docs", "delete", "notes", "--yes"))
+    assert "notes" not in ok(run(db_path, "docs", "list"))

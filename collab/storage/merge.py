@@ -129,6 +129,28 @@ def update_overlaps(update: bytes, retired: bytes) -> bool:
     return len(get_update(update, retired)) != len(get_update(update, b"\x00"))
 
 
+def reached_by(updates: Sequence[bytes]) -> bytes:
+    """The state vector covering every struct of ``updates``, pending ones included.
+
+    Read update by update, so one that cannot be decoded (a damaged row) is skipped
+    instead of failing the whole: deleting or replacing a damaged document must work.
+    """
+    clocks: dict[int, int] = {}
+    for update in updates:
+        try:
+            state = get_state(update)
+        except ValueError:
+            continue
+        except BaseException as e:
+            if is_panic(e):
+                continue
+            raise
+        for client, clock in decode_state_vector(state).items():
+            if clock > clocks.get(client, 0):
+                clocks[client] = clock
+    return encode_state_vector(clocks)
+
+
 def pending_in(doc: Doc[Any], update: bytes) -> bool:
     """Whether some of ``update``, already applied to ``doc``, waits there as pending:
     structs past its state vector, or deletions of clocks it has not seen yet."""

@@ -63,7 +63,7 @@ from sqlite_utils.migrations import Migrations
 
 from collab.errors import CollabError, DocumentNotFoundError, StoreError
 from collab.storage.base import DocVersion, StoredDoc
-from collab.storage.merge import build, encode_state_vector, squash
+from collab.storage.merge import reached_by, squash
 from collab.storage.writer import CommitThread
 
 if TYPE_CHECKING:
@@ -838,8 +838,9 @@ def _retire_epoch(db: Database, row: DocRow, now: float) -> int:
         bytes(r[0])
         for r in db.execute("SELECT data FROM updates WHERE doc_id = ? ORDER BY seq", [row.id])
     ]
-    # The replayed doc's state vector: what any client that saw this epoch may hold.
-    state_vector = build(updates).get_state() if updates else encode_state_vector({})
+    # What any client that saw this epoch may hold. Not a replay: that would make a
+    # document with one damaged row impossible to delete or replace.
+    state_vector = reached_by(updates)
     db.execute(
         "INSERT OR REPLACE INTO retired_epochs (doc_id, epoch, state_vector, retired_at)"
         " VALUES (?, ?, ?, ?)",
