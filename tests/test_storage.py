@@ -116,6 +116,21 @@ edits = st.lists(
 )
 
 
+@pytest.mark.parametrize("create", [True, False])
+def test_a_database_of_another_program_is_refused_and_left_alone(
+    tmp_path: Path, create: bool
+) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE people (name TEXT)")
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="not a collab database .*people"):
+        connect(path, create=create)
+    assert path.read_bytes() == before  # not switched to WAL, no tables added
+    connect(tmp_path / "ours.db").close()
+    connect(tmp_path / "ours.db", create=False).close()  # collab's own reopens
+
+
 @settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -190,6 +190,11 @@ def connect(path: Path | str, *, synchronous: str = "NORMAL", create: bool = Tru
         )
         db = Database(conn)
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        try:
+            _refuse_foreign(db, path)
+        except StoreError:
+            conn.close()
+            raise
         if path != ":memory:":
             db.execute("PRAGMA journal_mode = WAL")
         db.execute(f"PRAGMA synchronous = {synchronous}")
@@ -203,6 +208,25 @@ def connect(path: Path | str, *, synchronous: str = "NORMAL", create: bool = Tru
     except sqlite3.DatabaseError as e:
         raise StoreError(f"cannot open database {path!r}: {e}") from e
     return db
+
+
+def _refuse_foreign(db: Database, path: str) -> None:
+    """Refuse a database that holds tables but never had collab's schema: a wrong
+    ``--db`` must not be switched to WAL and given collab's tables."""
+    tables = db.table_names()
+    if not tables:
+        return
+    ours = (
+        "_sqlite_migrations" in tables
+        and db.execute(
+            "SELECT 1 FROM _sqlite_migrations WHERE migration_set = ? LIMIT 1", [migrations.name]
+        ).fetchone()
+    )
+    if not ours:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreError(
+            f"{path!r} is not a collab database (it holds other tables: {shown}); pick another --db"
+        )
 
 
 @contextmanager
