@@ -30,6 +30,7 @@ hocuspocus#821), expires stale awareness states, and unloads rooms that stayed e
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -62,6 +63,7 @@ from collab.storage.merge import (
 )
 from collab.storage.merge import (
     build,
+    leftover,
     merge_many,
     pending_in,
     state_vector_overlaps,
@@ -154,6 +156,10 @@ class Room:
         # The rooms with unacknowledged tickets, shared with the manager so that a commit
         # visits only them, not every loaded room.
         self._awaiting_ack = awaiting_ack if awaiting_ack is not None else set()
+        # Updates received whole-pending (their dependencies had not arrived), until the
+        # doc integrates them; partly pending ones are not tracked (README, Protocol).
+        self._pending: list[bytes] = []
+        self._pending_limit = 64
         # Updates accepted since the last flush, with the peer each came from.
         self._batch: list[tuple[Peer, bytes]] = []
         self._batch_since = 0.0  # time.monotonic() the batch's first update was applied
@@ -212,6 +218,11 @@ class Room:
                     missing = self.doc.get_update(state_vector)
                 except ValueError as e:
                     raise RemoteProtocolError(f"invalid state vector: {e}") from None
+                if self._pending and self._prune_pending():
+                    # yrs leaves what it holds as pending out of get_update(); Yjs's
+                    # encodeStateAsUpdate puts it in. Without it, a client that joins
+                    # now misses those edits when their dependency completes them.
+                    missing = merge_many([missing, *self._pending])
                 return [encode(SyncStep2(missing))]
             case AwarenessUpdate(payload):
                 self._apply_awareness(peer, payload)
@@ -271,18 +282,37 @@ class Room:
             return
         self._changed = False
         apply_update(self.doc, update)
-        if not self._changed and not pending_in(self.doc, update):
-            # Nothing new: typically a reconnecting client's sync step 2, which carries
-            # its whole delete set. Yjs emits no update for it, so y-websocket's server
-            # neither stores nor relays it; neither do we. (What waits as pending is
-            # kept: the peers that lack it need it once its dependencies arrive.)
-            return
+        if not self._changed:
+            if not pending_in(self.doc, update):
+                # Nothing new: typically a reconnecting client's sync step 2, which
+                # carries its whole delete set. Yjs emits no update for it, so
+                # y-websocket's server neither stores nor relays it; neither do we.
+                return
+            # All of it waits for a dependency: stored and relayed all the same (the
+            # peers that lack it need it), and kept for the sync step 2 of later ones.
+            self._pending.append(update)
+            if len(self._pending) > self._pending_limit:
+                self._prune_pending()
+                self._pending_limit = max(64, 2 * len(self._pending))
         metrics.UPDATES.inc()
         if not self._batch:
             self._batch_since = time.monotonic()
             if self._schedule_flush is not None:
                 self._schedule_flush(self)
         self._batch.append((sender, update))
+
+    def find_pending(self, updates: list[bytes]) -> None:
+        """Look for what the doc, loaded from ``updates``, holds as pending; keep it for
+        the sync step 2 of later peers and send it to the ones already here."""
+        pending = leftover(self.doc, updates)
+        if pending is not None:
+            self._pending.append(pending)
+            self.broadcast(encode(SyncUpdate(pending)))
+
+    def _prune_pending(self) -> bool:
+        """Forget pending updates the doc has since integrated; return whether any remain."""
+        self._pending = [update for update in self._pending if pending_in(self.doc, update)]
+        return bool(self._pending)
 
     def flush(self) -> None:
         """Store and fan out the updates accepted since the last flush, merged."""
@@ -409,13 +439,13 @@ class Room:
                 peer.send_nowait(frame)
 
 
-def build_doc(name: str, updates: list[bytes]) -> Doc[Any]:
-    """Rebuild a document from its stored log.
+def build_doc(name: str, updates: list[bytes], chunks: list[bytes] | None = None) -> Doc[Any]:
+    """Rebuild a document from its stored log (``chunks``: see :func:`merge.replay`).
 
     :raises StoreError: a stored update cannot be applied (``collab check`` finds these).
     """
     try:
-        return build(updates)
+        return build(updates, chunks)
     except InvalidUpdateError as e:
         raise StoreError(
             f"document {name!r} has a stored update that cannot be applied: {e}"
@@ -464,7 +494,8 @@ class RoomManager(AsyncContextManagerMixin):
             loading = self._loading[name] = anyio.Event()
             try:
                 stored = await self.store.load(name)
-                doc = build_doc(name, stored.updates)
+                chunks: list[bytes] = []
+                doc = build_doc(name, stored.updates, chunks)
                 room = self.rooms[name] = Room(
                     name,
                     doc,
@@ -476,6 +507,10 @@ class RoomManager(AsyncContextManagerMixin):
                     awaiting_ack=self._awaiting_ack,
                 )
                 log.debug("loaded %r from %d stored updates", name, len(stored.updates))
+                if chunks:
+                    # After the first peer is answered, not before: pending content is
+                    # rare, and the scan costs about a fiftieth of the load.
+                    asyncio.get_running_loop().call_soon(room.find_pending, chunks)
                 return room
             finally:
                 del self._loading[name]

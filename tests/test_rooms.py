@@ -592,3 +592,68 @@ async def test_a_deletion_of_text_not_yet_seen_is_still_stored_and_relayed(
     await store.flush()
     stored = (await store.load("r")).updates
     assert str(build_doc("copy", stored).get("content", type=Text)) == "b"
+
+
+def dependent_updates() -> tuple[bytes, bytes, str]:
+    """Two updates of one client, the second building on the first, and the final text."""
+    client: Doc = Doc()
+    text = client.get("content", type=Text)
+    text.insert(0, "hello ")
+    first = client.get_update()
+    before = client.get_state()
+    text.insert(6, "world")
+    return first, client.get_update(before), str(text)
+
+
+def synced_doc(room: Room) -> Doc:
+    """A fresh client's doc after joining ``room``: its sync step 1 and the reply."""
+    doc: Doc = Doc()
+    peer = FakePeer()
+    room.join(peer)
+    (reply,) = room.receive(peer, SyncStep1(doc.get_state()))
+    message = decode(reply)
+    assert isinstance(message, SyncStep2)
+    doc.apply_update(message.update)
+    return doc
+
+
+async def test_a_peer_joining_while_an_update_waits_for_its_dependency_gets_it(
+    store: SQLiteLog,
+) -> None:
+    first, second, final = dependent_updates()
+    room = Room("r", Doc(), store)
+    writer = FakePeer()
+    room.join(writer)
+    room.receive(writer, SyncUpdate(second))  # its dependency is late (another path)
+    room.flush()
+    late = synced_doc(room)
+    room.receive(writer, SyncUpdate(first))  # completes it; only `first` is relayed
+    room.flush()
+    late.apply_update(first)
+    assert str(room.doc.get("content", type=Text)) == final
+    assert str(late.get("content", type=Text)) == final
+    assert str(synced_doc(room).get("content", type=Text)) == final
+    assert not room._prune_pending()  # integrated now, so forgotten
+
+
+async def test_pending_content_is_found_again_after_a_reload(tmp_path: Path) -> None:
+    first, second, final = dependent_updates()
+    async with SQLiteLog(tmp_path / "c.db", commit_delay=0.001) as store:
+        store.append_nowait("r", second)  # stored; its dependency never came
+        await store.flush()
+        async with RoomManager(store, Settings()) as manager:
+            room = await manager.open("r")
+            early = FakePeer()
+            room.join(early)
+            await anyio.sleep(0.01)  # the scan runs after the load
+            late = synced_doc(room)
+            room.receive(FakePeer(), SyncUpdate(first))
+            room.flush()
+            late.apply_update(first)
+            assert str(late.get("content", type=Text)) == final
+            relayed = Doc()
+            for message in early.messages():
+                if isinstance(message, (SyncUpdate, SyncStep2)):
+                    relayed.apply_update(message.update)
+            relayed.apply_update(first)
+            assert str(relayed.get("content", type=Text)) == final

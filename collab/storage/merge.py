@@ -51,9 +51,10 @@ def apply(doc: Doc[Any], update: bytes, what: str = "invalid update") -> None:
         raise
 
 
-def replay(doc: Doc[Any], updates: Sequence[bytes]) -> None:
+def replay(doc: Doc[Any], updates: Sequence[bytes], chunks: list[bytes] | None = None) -> None:
     """Apply ``updates`` to ``doc`` in order, :data:`REPLAY_CHUNK` merged updates at a time.
 
+    :param chunks: if given, each merged chunk is appended to it (for :func:`leftover`).
     :raises InvalidUpdateError: pycrdt cannot decode or apply one of the updates; ``doc``
         may then hold the chunks before it.
     """
@@ -65,6 +66,8 @@ def replay(doc: Doc[Any], updates: Sequence[bytes]) -> None:
         except ValueError as e:
             raise InvalidUpdateError(f"{what}: {e}") from None
         apply(doc, merged, what)
+        if chunks is not None:
+            chunks.append(merged)
 
 
 def check_update(update: bytes) -> None:
@@ -189,22 +192,30 @@ def squash(updates: Sequence[bytes]) -> bytes:
     doc: Doc[Any] = Doc()
     replay(doc, updates)
     state = doc.get_update()
+    pending = leftover(doc, updates)
+    return state if pending is None else merge_updates(state, pending)
+
+
+def leftover(doc: Doc[Any], updates: Sequence[bytes]) -> bytes | None:
+    """What ``doc``, having applied ``updates``, holds of them as pending, as one update
+    (None if nothing): the structs whose dependencies never arrived and the deletions of
+    items it has never seen, which yrs leaves out of ``get_update()``.
+
+    ``get_update(update, state_vector)`` keeps an update's structs past the state vector
+    and its whole delete set; merged, they hold everything the doc may hold as pending.
+    """
     state_vector = doc.get_state()
-    # ``get_update(update, state_vector)`` keeps an update's structs past the state vector
-    # and its whole delete set; merged, they are everything the doc may hold as pending.
     leftovers = merge_many([get_update(update, state_vector) for update in updates])
-    if _has_pending(leftovers, decode_state_vector(state_vector)):
-        state = merge_updates(state, leftovers)
-    return state
+    return leftovers if _has_pending(leftovers, decode_state_vector(state_vector)) else None
 
 
-def build(updates: Sequence[bytes]) -> Doc[Any]:
-    """A fresh document with ``updates`` applied.
+def build(updates: Sequence[bytes], chunks: list[bytes] | None = None) -> Doc[Any]:
+    """A fresh document with ``updates`` applied (``chunks``: see :func:`replay`).
 
     :raises InvalidUpdateError: one of the updates cannot be applied.
     """
     doc: Doc[Any] = Doc()
-    replay(doc, updates)
+    replay(doc, updates, chunks)
     return doc
 
 
@@ -215,7 +226,10 @@ __all__ = [
     "check_update",
     "is_panic",
     "encode_state_vector",
+    "leftover",
     "merge_many",
+    "pending_in",
+    "reached_by",
     "replay",
     "squash",
     "state_vector_overlaps",
