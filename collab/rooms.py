@@ -160,6 +160,9 @@ class Room:
         # doc integrates them; partly pending ones are not tracked (README, Protocol).
         self._pending: list[bytes] = []
         self._pending_limit = 64
+        #: The merged chunks the doc was loaded from, until they are looked at for
+        #: pending content (after the first sync step 2 this room sends).
+        self.unscanned: list[bytes] = []
         # Updates accepted since the last flush, with the peer each came from.
         self._batch: list[tuple[Peer, bytes]] = []
         self._batch_since = 0.0  # time.monotonic() the batch's first update was applied
@@ -218,6 +221,11 @@ class Room:
                     missing = self.doc.get_update(state_vector)
                 except ValueError as e:
                     raise RemoteProtocolError(f"invalid state vector: {e}") from None
+                if self.unscanned:
+                    # Once this reply is out, not before: pending content is rare, and
+                    # looking for it costs about a fiftieth of the load.
+                    chunks, self.unscanned = self.unscanned, []
+                    asyncio.get_running_loop().call_soon(self.find_pending, chunks)
                 if self._pending and self._prune_pending():
                     # yrs leaves what it holds as pending out of get_update(); Yjs's
                     # encodeStateAsUpdate puts it in. Without it, a client that joins
@@ -507,10 +515,7 @@ class RoomManager(AsyncContextManagerMixin):
                     awaiting_ack=self._awaiting_ack,
                 )
                 log.debug("loaded %r from %d stored updates", name, len(stored.updates))
-                if chunks:
-                    # After the first peer is answered, not before: pending content is
-                    # rare, and the scan costs about a fiftieth of the load.
-                    asyncio.get_running_loop().call_soon(room.find_pending, chunks)
+                room.unscanned = chunks
                 return room
             finally:
                 del self._loading[name]
