@@ -30,7 +30,6 @@ hocuspocus#821), expires stale awareness states, and unloads rooms that stayed e
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
@@ -160,8 +159,8 @@ class Room:
         # doc integrates them; partly pending ones are not tracked (README, Protocol).
         self._pending: list[bytes] = []
         self._pending_limit = 64
-        #: The merged chunks the doc was loaded from, until they are looked at for
-        #: pending content (after the first sync step 2 this room sends).
+        #: The merged chunks the doc was loaded from, until the next sweep looks at them
+        #: for pending content.
         self.unscanned: list[bytes] = []
         # Updates accepted since the last flush, with the peer each came from.
         self._batch: list[tuple[Peer, bytes]] = []
@@ -221,11 +220,6 @@ class Room:
                     missing = self.doc.get_update(state_vector)
                 except ValueError as e:
                     raise RemoteProtocolError(f"invalid state vector: {e}") from None
-                if self.unscanned:
-                    # Once this reply is out, not before: pending content is rare, and
-                    # looking for it costs about a fiftieth of the load.
-                    chunks, self.unscanned = self.unscanned, []
-                    asyncio.get_running_loop().call_soon(self.find_pending, chunks)
                 if self._pending and self._prune_pending():
                     # yrs leaves what it holds as pending out of get_update(); Yjs's
                     # encodeStateAsUpdate puts it in. Without it, a client that joins
@@ -587,8 +581,14 @@ class RoomManager(AsyncContextManagerMixin):
                 log.error("cannot poll document versions: %s", e)
 
     def sweep(self, now: float, now_ms: int, timeout_ms: int) -> None:
-        """Expire stale awareness states and unload rooms empty for ``idle_unload`` s."""
+        """Expire stale awareness states, unload rooms empty for ``idle_unload`` s, and
+        look for pending content in the rooms loaded since the last sweep."""
         for name, room in list(self.rooms.items()):
+            if room.unscanned:
+                # Here, not on load: pending content is rare, and looking for it costs
+                # about a fiftieth of a load, which the first client would wait for.
+                chunks, room.unscanned = room.unscanned, []
+                room.find_pending(chunks)
             if room.empty_since is not None:
                 if now - room.empty_since >= self.settings.idle_unload:
                     # Once flushed, every update is queued in the store, and a reload
