@@ -21,7 +21,7 @@ from sqlite_utils import Database
 
 from collab.errors import CollabError, DocumentNotFoundError, InvalidUpdateError, StoreError
 from collab.history import RootKind, resolve_roots, restore_update, root_value
-from collab.storage.merge import build, check_update, squash
+from collab.storage.merge import EMPTY_UPDATE, build, check_update, squash
 from collab.storage.sqlite import (
     BUSY_TIMEOUT_MS,
     CompactionResult,
@@ -35,9 +35,6 @@ from collab.storage.sqlite import (
     read_transaction,
     replace_doc,
 )
-
-#: The empty Yjs update.
-EMPTY_UPDATE = b"\x00\x00"
 
 Progress = Callable[[int], None]
 

@@ -58,21 +58,20 @@ from collab.protocol import (
 from collab.protocol.codec import check_awareness_update
 from collab.storage.base import StoredDoc, UpdateLog
 from collab.storage.merge import (
-    apply as apply_update,
-)
-from collab.storage.merge import (
+    EMPTY_UPDATE,
     build,
     leftover,
     merge_many,
     pending_in,
     state_vector_overlaps,
+    still_pending,
     update_overlaps,
+)
+from collab.storage.merge import (
+    apply as apply_update,
 )
 
 log = logging.getLogger("collab.rooms")
-
-#: The empty update (no structs, no deletions) some clients send; nothing to apply or store.
-EMPTY_UPDATE = b"\x00\x00"
 
 
 class Peer(Protocol):
@@ -313,7 +312,7 @@ class Room:
 
     def _prune_pending(self) -> bool:
         """Forget pending updates the doc has since integrated; return whether any remain."""
-        self._pending = [update for update in self._pending if pending_in(self.doc, update)]
+        self._pending = still_pending(self.doc, self._pending)
         return bool(self._pending)
 
     def flush(self) -> None:
@@ -413,7 +412,10 @@ class Room:
         gone: list[int] = []
         for client_id, entry in meta.items():
             if now_ms - entry["lastUpdated"] >= timeout_ms:
-                (stale if client_id in states else gone).append(client_id)
+                if client_id in states:
+                    stale.append(client_id)
+                elif client_id != self.awareness.client_id:  # the server's own stays
+                    gone.append(client_id)
         for client_id in gone:
             del meta[client_id]
         if stale:

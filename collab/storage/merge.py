@@ -23,6 +23,8 @@ from pycrdt import Decoder, Doc, Encoder, get_state, get_update, merge_updates
 from collab.errors import InvalidUpdateError
 from collab.protocol.codec import decode_state_vector
 
+#: An update with no structs and no deletions.
+EMPTY_UPDATE = b"\x00\x00"
 #: How many updates :func:`replay` merges before each ``apply_update`` (see the module doc).
 REPLAY_CHUNK = 64
 
@@ -157,8 +159,30 @@ def reached_by(updates: Sequence[bytes]) -> bytes:
 def pending_in(doc: Doc[Any], update: bytes) -> bool:
     """Whether some of ``update``, already applied to ``doc``, waits there as pending:
     structs past its state vector, or deletions of clocks it has not seen yet."""
+    return bool(still_pending(doc, [update]))
+
+
+def still_pending(doc: Doc[Any], updates: Sequence[bytes]) -> list[bytes]:
+    """Those of ``updates``, already applied to ``doc``, that it holds partly as pending.
+
+    The doc's state vector is encoded once, and decoded (a Python loop over every client
+    that ever wrote to it) only for an update whose deletions must be looked up.
+    """
     state = doc.get_state()
-    return _has_pending(get_update(update, state), decode_state_vector(state))
+    reached: dict[int, int] | None = None
+    found = []
+    for update in updates:
+        diff = get_update(update, state)
+        if diff[0] != 0:  # structs past the state vector remain
+            found.append(update)
+            continue
+        if diff == EMPTY_UPDATE:
+            continue
+        if reached is None:
+            reached = decode_state_vector(state)
+        if _has_pending(diff, reached):
+            found.append(update)
+    return found
 
 
 def _has_pending(diff: bytes, reached: dict[int, int]) -> bool:
@@ -220,6 +244,7 @@ def build(updates: Sequence[bytes], chunks: list[bytes] | None = None) -> Doc[An
 
 
 __all__ = [
+    "EMPTY_UPDATE",
     "REPLAY_CHUNK",
     "apply",
     "build",
@@ -229,6 +254,7 @@ __all__ = [
     "leftover",
     "merge_many",
     "pending_in",
+    "still_pending",
     "reached_by",
     "replay",
     "squash",
