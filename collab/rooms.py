@@ -469,6 +469,7 @@ class RoomManager(AsyncContextManagerMixin):
         self._dirty_event = anyio.Event()
         store.on_commit(self._on_commit)
         store.on_stale(self._on_stale)
+        store.on_failed(self._on_failed)
         metrics.ROOMS.set_function(lambda: len(self.rooms))
 
     @asynccontextmanager
@@ -540,6 +541,15 @@ class RoomManager(AsyncContextManagerMixin):
         room = self.rooms.get(name)
         if room is not None and room.epoch == epoch:
             self._retire(room)
+
+    def _on_failed(self, name: str) -> None:
+        # The store refused this document's updates for good and dropped them: its peers
+        # hold edits that are not on disk, and must not be told otherwise. They reconnect
+        # to a room reloaded from disk and offer those edits again in their sync step 2.
+        room = self.rooms.pop(name, None)
+        if room is not None:
+            self._awaiting_ack.discard(room)
+            room.close_all(CloseCode.STORE_UNAVAILABLE, "the document cannot be stored; try later")
 
     def _retire(self, room: Room) -> None:
         log.info(

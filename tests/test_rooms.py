@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -659,3 +660,38 @@ async def test_pending_content_is_found_again_after_a_reload(tmp_path: Path) -> 
                     early_doc.apply_update(message.update)
             early_doc.apply_update(first)
             assert str(early_doc.get("content", type=Text)) == final
+
+
+async def test_peers_of_a_room_the_store_refuses_are_closed_not_acknowledged(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.db"
+    async with SQLiteLog(path, commit_delay=0) as store:
+        store.append_nowait("refused", text_update("stored before"))
+        await store.flush()
+    with sqlite3.connect(path) as raw:  # every later insert of the room fails for good
+        raw.execute(
+            "CREATE TRIGGER poison BEFORE INSERT ON updates WHEN NEW.doc_id IN"
+            " (SELECT id FROM documents WHERE name = 'refused')"
+            " BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
+        )
+    async with (
+        SQLiteLog(path, commit_delay=0.01) as store,
+        RoomManager(store, Settings()) as manager,
+    ):
+        room = await manager.open("refused")
+        writer = FakePeer(wants_ack=True)
+        room.join(writer)
+        room.receive(writer, SyncUpdate(text_update("lost")))
+        with anyio.fail_after(5):
+            while writer.closed is None:
+                await anyio.sleep(0.01)
+        assert writer.closed[0] == CloseCode.STORE_UNAVAILABLE
+        assert not any(isinstance(m, Ack) for m in writer.messages())
+        assert "refused" not in manager.rooms
+        other = await manager.open("other")  # the rest of the server goes on
+        other.receive(FakePeer(), SyncUpdate(text_update("kept")))
+        other.flush()
+        with anyio.fail_after(5):
+            await store.flush()
+        assert len((await store.load("other")).updates) == 1

@@ -169,3 +169,38 @@ def test_other_processes_can_read_while_the_log_is_open(tmp_path: Path) -> None:
                 assert other.execute("SELECT count(*) FROM updates").fetchone()[0] == 1
 
     anyio.run(main)
+
+
+def poison(path: Path, room: str) -> None:
+    """Make every insert of ``room``'s updates fail with a constraint error."""
+    with sqlite3.connect(path) as raw:
+        raw.execute(
+            "CREATE TRIGGER poison BEFORE INSERT ON updates WHEN NEW.doc_id IN"
+            f" (SELECT id FROM documents WHERE name = '{room}')"
+            " BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
+        )
+
+
+@pytest.mark.timeout(30)
+async def test_a_room_that_cannot_be_stored_does_not_hold_back_the_others(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.db"
+    async with SQLiteLog(path, commit_delay=0) as log:
+        log.append_nowait("poison", b"0")  # the document row exists from here on
+        await log.flush()
+    poison(path, "poison")
+    failed: list[str] = []
+    async with SQLiteLog(path, commit_delay=0.05) as log:
+        log.on_failed(failed.append)
+        log.append_nowait("fine", b"1")
+        log.append_nowait("poison", b"2")
+        log.append_nowait("fine", b"3")
+        with anyio.fail_after(5):
+            await log.flush()
+        assert failed == ["poison"]
+        log.append_nowait("fine", b"4")
+        with anyio.fail_after(5):
+            await log.flush()
+        assert (await log.load("fine")).updates == [b"1", b"3", b"4"]
+        assert (await log.load("poison")).updates == [b"0"]

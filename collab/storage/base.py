@@ -97,6 +97,15 @@ class UpdateLog(Protocol):
         """
         ...
 
+    def on_failed(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(room)`` on the event loop when the store refused a room's updates
+        for good (a constraint, not a locked or full disk): they are dropped, so the
+        room's clients must not be told they are saved.
+
+        Called before that commit's ``on_commit`` callbacks, as ``on_stale`` is.
+        """
+        ...
+
     async def versions(self, rooms: Iterable[str]) -> dict[str, DocVersion]:
         """The current epoch and generation of each room, in one cheap query.
 

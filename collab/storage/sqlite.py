@@ -52,7 +52,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -427,6 +427,8 @@ class AppendResult:
     stale: list[tuple[str, int]]
     #: For the rooms asked about: raw rows and bytes since the last compaction.
     tails: dict[str, tuple[int, int]]
+    #: Rooms whose updates SQLite refused for good (not a locked or full disk), with why.
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def append_updates(
@@ -981,6 +983,7 @@ class SQLiteLog(AsyncContextManagerMixin):
         self._waiters: list[tuple[int, anyio.Event]] = []
         self._listeners: list[Callable[[int, float], None]] = []
         self._stale_listeners: list[Callable[[str, int], None]] = []
+        self._failed_listeners: list[Callable[[str], None]] = []
         self._closed = False
         # Compaction: raw rows and bytes since each room's last compaction (an LRU; a room
         # that fell out is recounted at its next commit), and the rooms waiting for it.
@@ -1035,6 +1038,9 @@ class SQLiteLog(AsyncContextManagerMixin):
 
     def on_stale(self, callback: Callable[[str, int], None]) -> None:
         self._stale_listeners.append(callback)
+
+    def on_failed(self, callback: Callable[[str], None]) -> None:
+        self._failed_listeners.append(callback)
 
     def append_nowait(self, room: str, update: bytes, *, epoch: int | None = None) -> int:
         if self._closed:
@@ -1202,7 +1208,41 @@ class SQLiteLog(AsyncContextManagerMixin):
         rows = [(p.room, p.update, p.received_at, p.epoch) for p in batch]
         recount = {p.room for p in batch if p.recount}
         with self._db_lock:
-            return append_updates(self._database, rows, count=recount)
+            try:
+                return append_updates(self._database, rows, count=recount)
+            except sqlite3.OperationalError:
+                raise  # a locked, full or failing disk: the whole batch is retried
+            except sqlite3.DatabaseError as e:
+                # Something in the batch cannot be written however often it is retried
+                # (a constraint). Retrying it whole would hold back every document behind
+                # it, so each room is committed on its own and the ones that fail are
+                # reported (the rooms close their peers; nothing else is held up).
+                log.error("a group commit failed (%s); committing room by room", e)
+                return self._commit_each_room(rows, recount)
+
+    def _commit_each_room(
+        self, rows: list[tuple[str, bytes, float, int | None]], recount: set[str]
+    ) -> AppendResult:
+        by_room: dict[str, list[tuple[str, bytes, float, int | None]]] = {}
+        for row in rows:
+            by_room.setdefault(row[0], []).append(row)
+        stale: list[tuple[str, int]] = []
+        tails: dict[str, tuple[int, int]] = {}
+        failed: dict[str, str] = {}
+        for room, room_rows in by_room.items():
+            try:
+                result = append_updates(self._database, room_rows, count=recount & {room})
+            except sqlite3.OperationalError:
+                # The disk this time: the batch is retried whole, and the rooms committed
+                # above are appended again. Harmless: a Yjs update applies once however
+                # often it is replayed.
+                raise
+            except sqlite3.DatabaseError as e:
+                failed[room] = str(e)
+                continue
+            stale.extend(result.stale)
+            tails.update(result.tails)
+        return AppendResult(stale, tails, failed)
 
     def _committed(self, batch: list[_Pending], result: AppendResult, committed_at: float) -> None:
         # On the event loop, after the commit thread made ``batch`` durable.
@@ -1211,7 +1251,12 @@ class SQLiteLog(AsyncContextManagerMixin):
         for room, ticket in list(self._pending_rooms.items()):
             if ticket <= last_ticket:
                 del self._pending_rooms[room]
-        stale_rooms = {room for room, _ in result.stale}
+        stale_rooms = {room for room, _ in result.stale} | set(result.failed)
+        for room, error in result.failed.items():
+            dropped = sum(1 for p in batch if p.room == room)
+            log.error("cannot store %d updates to %r, dropped: %s", dropped, room, error)
+            for failed_callback in self._failed_listeners:
+                failed_callback(room)
         for room, epoch in result.stale:
             dropped = sum(1 for p in batch if p.room == room and p.epoch == epoch)
             log.warning(
