@@ -268,9 +268,14 @@ class Room:
 
     def catch_up(self, stored: StoredDoc) -> None:
         """Another process appended to the stored document: pass on what is new."""
-        fresh = build_doc(self.name, stored.updates)
+        chunks: list[bytes] = []
+        fresh = build_doc(self.name, stored.updates, chunks)
         missing = fresh.get_update(self.doc.get_state())
         self.generation = stored.generation
+        pending = leftover(fresh, chunks)  # what get_update() left out, as on a join
+        if pending is not None:
+            missing = merge_many([missing, pending])
+            self._pending.append(pending)
         if missing != EMPTY_UPDATE:
             apply_update(self.doc, missing)
             self.broadcast(encode(SyncUpdate(missing)))  # already stored: not appended again

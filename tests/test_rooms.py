@@ -26,7 +26,7 @@ from collab.protocol import (
 )
 from collab.rooms import Room, RoomManager, StaleClientError, build_doc
 from collab.storage.base import DocVersion, StoredDoc
-from collab.storage.sqlite import SQLiteLog
+from collab.storage.sqlite import SQLiteLog, append_updates, connect
 from collab.transport.peer import WebSocketPeer
 
 
@@ -695,3 +695,28 @@ async def test_peers_of_a_room_the_store_refuses_are_closed_not_acknowledged(
         with anyio.fail_after(5):
             await store.flush()
         assert len((await store.load("other")).updates) == 1
+
+
+async def test_catching_up_with_another_process_passes_on_pending_content(
+    tmp_path: Path,
+) -> None:
+    first, second, final = dependent_updates()
+    async with (
+        SQLiteLog(tmp_path / "c.db", commit_delay=0.001) as store,
+        RoomManager(store, Settings()) as manager,
+    ):
+        room = await manager.open("r")
+        watcher = FakePeer()
+        room.join(watcher)
+        other_process = connect(tmp_path / "c.db")  # an import, say, with `second` only
+        append_updates(other_process, [("r", second, time.time(), None)], external=True)
+        other_process.close()
+        await manager.poll_versions()
+        room.receive(FakePeer(), SyncUpdate(first))  # the dependency arrives
+        room.flush()
+        assert str(room.doc.get("content", type=Text)) == final
+        seen: Doc = Doc()
+        for message in watcher.messages():
+            if isinstance(message, SyncUpdate):
+                seen.apply_update(message.update)
+        assert str(seen.get("content", type=Text)) == final
