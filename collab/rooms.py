@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 import anyio
 from anyio import AsyncContextManagerMixin
-from pycrdt import Awareness, Doc
+from pycrdt import Awareness, Doc, Subscription
 
 from collab import metrics
 from collab.config import Settings
@@ -135,7 +135,7 @@ class Room:
         # Set by every transaction that changes the doc, so that _apply can tell an update
         # that brought nothing new (pycrdt reports none for it).
         self._changed = False
-        doc.observe(self._on_doc_change)
+        self._doc_subscription: Subscription | None = doc.observe(self._on_doc_change)
         self.awareness = Awareness(doc)
         self.awareness.set_local_state(None)  # the server itself has no presence
         self.awareness.observe(self._on_awareness_change)
@@ -282,6 +282,14 @@ class Room:
 
     def _on_doc_change(self, event: object) -> None:
         self._changed = True
+
+    def close(self) -> None:
+        """Stop observing the doc. The subscription lives in yrs, where Python's garbage
+        collector cannot see the cycle it closes (doc -> callback -> room -> doc): a room
+        dropped without this would never be freed. Call when the room leaves service."""
+        if self._doc_subscription is not None:
+            self.doc.unobserve(self._doc_subscription)
+            self._doc_subscription = None
 
     def _apply(self, sender: Peer, update: bytes) -> None:
         if update == EMPTY_UPDATE:
@@ -487,6 +495,8 @@ class RoomManager(AsyncContextManagerMixin):
             finally:
                 tg.cancel_scope.cancel()
                 self.flush_all()  # the store is still open: nothing accepted is dropped
+                for room in self.rooms.values():
+                    room.close()
 
     async def open(self, name: str) -> Room:
         """Return the room for ``name``, loading it from the store if needed.
@@ -553,6 +563,7 @@ class RoomManager(AsyncContextManagerMixin):
         # to a room reloaded from disk and offer those edits again in their sync step 2.
         room = self.rooms.pop(name, None)
         if room is not None:
+            room.close()
             self._awaiting_ack.discard(room)
             room.close_all(CloseCode.STORE_UNAVAILABLE, "the document cannot be stored; try later")
 
@@ -561,6 +572,7 @@ class RoomManager(AsyncContextManagerMixin):
             "document %r was deleted or replaced; closing its %d peers", room.name, len(room.peers)
         )
         del self.rooms[room.name]
+        room.close()
         room.close_all(CloseCode.STALE_EPOCH, STALE_REASON)
 
     async def poll_versions(self) -> None:
@@ -612,6 +624,7 @@ class RoomManager(AsyncContextManagerMixin):
                     # waits for the queue, so dropping the doc loses nothing.
                     room.flush()
                     del self.rooms[name]
+                    room.close()
                     log.debug("unloaded idle room %r", name)
             else:
                 room.expire_awareness(now_ms, timeout_ms)

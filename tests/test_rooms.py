@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import time
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -720,3 +722,23 @@ async def test_catching_up_with_another_process_passes_on_pending_content(
             if isinstance(message, SyncUpdate):
                 seen.apply_update(message.update)
         assert str(seen.get("content", type=Text)) == final
+
+
+async def test_an_unloaded_room_and_its_doc_are_freed(store: SQLiteLog) -> None:
+    # The doc observer lives in yrs, where the garbage collector cannot see the cycle it
+    # closes; a room dropped without Room.close() stayed in memory for good.
+    manager = RoomManager(store, Settings(idle_unload=0))  # not entered: sweep by hand
+    room = await manager.open("r")
+    peer = FakePeer()
+    room.join(peer)
+    room.receive(peer, SyncUpdate(text_update("x" * 1000)))
+    manager.flush_all()
+    room.leave(peer)
+    freed = weakref.ref(room)
+    doc = weakref.ref(room.doc)
+    del room
+    manager.sweep(time.monotonic() + 1, int(time.time() * 1000), 30_000)
+    assert "r" not in manager.rooms
+    gc.collect()
+    assert freed() is None
+    assert doc() is None
