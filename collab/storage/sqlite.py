@@ -1074,10 +1074,20 @@ class SQLiteLog(AsyncContextManagerMixin):
         except sqlite3.DatabaseError as e:
             raise StoreError(f"cannot read document versions: {e}") from e
 
-    async def list_docs(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Documents with their sizes, most recently changed first (after a flush)."""
-        await self.flush()
-        return await self._locked(list_docs, self._database, limit)
+    async def list_docs(
+        self, limit: int | None = None, *, flush_timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Documents with their sizes, most recently changed first.
+
+        Waits for what is already appended to commit first, for at most ``flush_timeout``
+        seconds (None: as long as it takes); past that, the listing leaves it out.
+        """
+        with anyio.move_on_after(flush_timeout):
+            await self.flush()
+        try:
+            return await self._locked(list_docs, self._database, limit)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot list documents: {e}") from e
 
     # -- compaction ------------------------------------------------------------
 

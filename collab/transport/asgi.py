@@ -30,6 +30,9 @@ log = logging.getLogger("collab.transport")
 
 #: Longest document name accepted, in UTF-8 bytes.
 MAX_NAME_BYTES = 512
+#: Longest a document listing waits for pending updates to commit before it answers
+#: without them (a locked database would otherwise hold the request open indefinitely).
+LIST_FLUSH_TIMEOUT = 2.0
 
 
 def room_name(scope: Scope) -> str:
@@ -178,7 +181,12 @@ async def websocket_endpoint(app: CollabApp, scope: Scope, receive: Receive, sen
 
 
 async def _respond(
-    send: Send, status: int, body: bytes, content_type: str, head: bool = False
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: str,
+    head: bool = False,
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     await send(
         {
@@ -188,6 +196,7 @@ async def _respond(
                 (b"content-type", content_type.encode()),
                 (b"content-length", str(len(body)).encode()),
                 (b"cache-control", b"no-store"),
+                *(extra or []),
             ],
         }
     )
@@ -211,7 +220,10 @@ async def http_endpoint(app: CollabApp, scope: Scope, receive: Receive, send: Se
         "GET",
         "HEAD",
     ):
-        await respond_text(send, 405, f"{method} is not allowed on {path}; use GET\n")
+        body = f"{method} is not allowed on {path}; use GET\n".encode()
+        await _respond(
+            send, 405, body, "text/plain; charset=utf-8", extra=[(b"allow", b"GET, HEAD")]
+        )
         return
     if path == "/healthz":
         await respond_text(send, 200, "ok\n", head)
@@ -232,12 +244,17 @@ async def http_endpoint(app: CollabApp, scope: Scope, receive: Receive, send: Se
             if not 1 <= limit <= 1000:
                 raise ValueError
         except ValueError:
-            await respond_json(send, 400, {"error": "limit must be an integer from 1 to 1000"})
+            error = {"error": "limit must be an integer from 1 to 1000"}
+            await respond_json(send, 400, error, head)
             return
-        docs = await app.store.list_docs(limit)
+        try:
+            docs = await app.store.list_docs(limit, flush_timeout=LIST_FLUSH_TIMEOUT)
+        except StoreError as e:
+            await respond_json(send, 503, {"error": f"the store cannot be read: {e}"}, head)
+            return
         await respond_json(send, 200, {"docs": docs}, head)
     elif path.startswith("/api/"):
-        await respond_json(send, 404, {"error": f"no API route {path}"})
+        await respond_json(send, 404, {"error": f"no API route {path}"}, head)
     else:
         await static_endpoint(scope, receive, send)
 
