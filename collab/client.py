@@ -14,6 +14,7 @@ arrive. ``ack=True`` asks the server for durability acknowledgements (message ty
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,7 +23,9 @@ import anyio
 from anyio import AsyncContextManagerMixin
 from pycrdt import Awareness, Doc, TransactionEvent
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
+from collab.errors import ConnectionClosedError
 from collab.protocol import (
     Ack,
     AwarenessUpdate,
@@ -56,7 +59,10 @@ class Client(AsyncContextManagerMixin):
         self.close_reason = ""
         self._synced = anyio.Event()
         self._changed = anyio.Event()
-        self._outbox, self._pending = anyio.create_memory_object_stream[bytes](10_000)
+        # Unbounded, as a browser's WebSocket.send buffers: an edit must never fail, or
+        # be lost, because the socket is slower than the code making it.
+        self._outbox, self._pending = anyio.create_memory_object_stream[bytes](math.inf)
+        self._ended = False  # the receive loop is over: nothing more will arrive
         self._applying_remote = False
 
     @asynccontextmanager
@@ -69,7 +75,10 @@ class Client(AsyncContextManagerMixin):
                     sent_all = anyio.Event()
                     tg.start_soon(self._send_loop, ws, sent_all)
                     tg.start_soon(self._receive_loop, ws)
-                    await ws.send(encode(SyncStep1(self.doc.get_state())))
+                    try:
+                        await ws.send(encode(SyncStep1(self.doc.get_state())))
+                    except ConnectionClosed:
+                        pass  # refused at once (a bad name, say): the receive loop says why
                     try:
                         yield self
                     finally:
@@ -92,14 +101,30 @@ class Client(AsyncContextManagerMixin):
             await self._synced.wait()
 
     async def wait_for(self, predicate: Any, timeout: float = 10) -> None:
-        """Wait until ``predicate()`` is true, re-checking after each remote change."""
+        """Wait until ``predicate()`` is true, re-checking after each remote change.
+
+        Any number of tasks may wait at once.
+
+        :raises ConnectionClosedError: the connection ended first.
+        :raises TimeoutError: ``timeout`` seconds passed first.
+        """
         with anyio.fail_after(timeout):
             while not predicate():
-                self._changed = anyio.Event()
+                if self._ended:
+                    raise ConnectionClosedError(
+                        f"the connection closed ({self.close_code} {self.close_reason})"
+                        " before the condition held",
+                        self.close_code,
+                    )
                 await self._changed.wait()
 
     async def wait_durable(self, timeout: float = 10) -> None:
-        """Wait until the server says everything in ``doc`` is on its disk (needs ``ack``)."""
+        """Wait until the server says everything in ``doc`` is on its disk (needs ``ack``).
+
+        The acknowledgement is a state vector, which counts insertions only: after an edit
+        that only deletes or formats, this returns at once, before the server may have
+        stored it (README, "Durability acknowledgement").
+        """
         await self.wait_for(
             lambda: covers(self.durable_state, decode_state_vector(self.doc.get_state())), timeout
         )
@@ -123,8 +148,6 @@ class Client(AsyncContextManagerMixin):
             self._queue(encode(AwarenessUpdate(self.awareness.encode_awareness_update(ids))))
 
     async def _send_loop(self, ws: ClientConnection, sent_all: anyio.Event) -> None:
-        from websockets.exceptions import ConnectionClosed
-
         try:
             async for frame in self._pending:
                 await ws.send(frame)
@@ -134,19 +157,23 @@ class Client(AsyncContextManagerMixin):
             sent_all.set()
 
     async def _receive_loop(self, ws: ClientConnection) -> None:
-        from websockets.exceptions import ConnectionClosed
-
         try:
             async for frame in ws:
                 if isinstance(frame, str):
                     continue
                 self._handle(decode(frame))
-                self._changed.set()
+                self._notify()
         except ConnectionClosed:
             pass
         if ws.close_code is not None:
             self.close_code, self.close_reason = ws.close_code, ws.close_reason or ""
-        self._changed.set()
+        self._ended = True
+        self._notify()
+
+    def _notify(self) -> None:
+        # Wake every waiter; those still waiting wait on the next event.
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
 
     def _apply_remote(self, update: bytes) -> None:
         self._applying_remote = True

@@ -64,6 +64,17 @@ class LocalProtocolError(CollabError):
     """Our own code misused the protocol API (a bug, not bad input)."""
 
 
+class ConnectionClosedError(CollabError):
+    """The connection ended while :class:`collab.client.Client` was waiting on it.
+
+    :param close_code: the code the server closed with (None if the socket just dropped).
+    """
+
+    def __init__(self, message: str, close_code: int | None) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+
+
 class InvalidUpdateError(RemoteProtocolError):
     """A Yjs update that pycrdt cannot decode or apply."""
 

@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from collab.client import Client
-from collab.errors import CloseCode
+from collab.errors import CloseCode, ConnectionClosedError
 from collab.protocol import SyncStep1, SyncUpdate, encode
 from tests.conftest import ServerProcess
 
@@ -169,6 +169,46 @@ async def test_ack_reports_the_durable_state(server: ServerProcess) -> None:
         client.doc.get("content", type=Text).insert(0, "saved means saved")
         await client.wait_durable()
     assert stored_rows(server) == 1
+
+
+async def test_several_tasks_can_wait_on_one_client(server: ServerProcess) -> None:
+    async with Client(server.url("waiters")) as writer, Client(server.url("waiters")) as reader:
+        await writer.synced()
+        await reader.synced()
+        text = reader.doc.get("content", type=Text)
+        woke: list[str] = []
+
+        async def wait(letter: str) -> None:
+            await reader.wait_for(lambda: letter in str(text), timeout=5)
+            woke.append(letter)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait, "x")
+            tg.start_soon(wait, "y")
+            await anyio.sleep(0.1)  # both are waiting
+            writer.doc.get("content", type=Text).insert(0, "x")
+            await anyio.sleep(0.1)
+            writer.doc.get("content", type=Text).insert(1, "y")
+    assert sorted(woke) == ["x", "y"]
+
+
+async def test_waiting_on_a_closed_connection_fails_at_once(server: ServerProcess) -> None:
+    async with Client(server.ws_url + "/") as client:  # an empty name: closed with 4400
+        with anyio.fail_after(5), pytest.raises(ConnectionClosedError) as info:
+            await client.wait_for(lambda: False, timeout=60)
+    assert info.value.close_code == CloseCode.BAD_DOCUMENT_NAME
+
+
+async def test_a_burst_of_edits_faster_than_the_socket_all_arrive(server: ServerProcess) -> None:
+    async with Client(server.url("burst"), ack=True) as client:
+        await client.synced()
+        text = client.doc.get("content", type=Text)
+        for _ in range(12_000):  # no await in between: the outbox takes them all
+            text += "x"
+        await client.wait_durable(timeout=30)
+    async with Client(server.url("burst")) as reader:
+        await reader.synced()
+        assert len(str(reader.doc.get("content", type=Text))) == 12_000
 
 
 async def test_clients_that_do_not_ask_never_get_acks(server: ServerProcess) -> None:
