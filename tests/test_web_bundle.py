@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from collab.transport import static
-from collab.transport.static import DIST, StaticFiles
+from collab.transport.static import DIST, StaticFiles, accepts_gzip
 
 REPO = Path(__file__).resolve().parent.parent
 WEB = REPO / "web"
@@ -125,6 +125,24 @@ async def test_service_worker_is_served_at_the_root_and_revalidated(app: StaticF
     assert b"%PRECACHE%" not in body
     for name in hashed_assets():
         assert f"/assets/{name}".encode() in body
+
+
+@pytest.mark.parametrize(
+    ("header", "gzip_ok"),
+    [
+        ("gzip", True),
+        ("gzip;q=0", False),
+        ("*", True),
+        ("*;q=0", False),
+        ("*;q=0, gzip", True),  # naming gzip outranks the wildcard, in either order
+        ("gzip, *;q=0", True),
+        ("gzip;q=0, *", False),
+        ("deflate, br", False),
+        ("gzip;q=x", False),
+    ],
+)
+def test_accept_encoding_is_read_as_rfc_9110_says(header: str, gzip_ok: bool) -> None:
+    assert accepts_gzip(header) is gzip_ok
 
 
 async def test_gzip_when_accepted(app: StaticFiles) -> None:

@@ -86,19 +86,22 @@ class Asset:
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
-    """True when an ``Accept-Encoding`` value allows gzip (RFC 9110, Section 12.5.3)."""
+    """True when an ``Accept-Encoding`` value allows gzip (RFC 9110, Section 12.5.3).
+
+    A ``gzip`` entry decides; without one, ``*`` does.
+    """
+    weights: dict[str, bool] = {}
     for item in accept_encoding.split(","):
         coding, _, params = item.strip().partition(";")
-        if coding.strip().lower() not in ("gzip", "*"):
+        coding = coding.strip().lower()
+        if coding not in ("gzip", "*"):
             continue
         q = params.strip().lower()
-        if q.startswith("q="):
-            try:
-                return float(q[2:]) > 0
-            except ValueError:
-                return False
-        return True
-    return False
+        try:
+            weights[coding] = float(q[2:]) > 0 if q.startswith("q=") else True
+        except ValueError:
+            weights[coding] = False
+    return weights.get("gzip", weights.get("*", False))
 
 
 def load_asset(path: Path, url_path: str) -> Asset:
