@@ -235,6 +235,13 @@ async def test_missing_bundle_says_how_to_build_it(tmp_path: Path) -> None:
     assert (await request(app, "/assets/x-ABCDEFGH.js"))[0] == 404
 
 
+async def test_a_bundle_built_after_the_first_request_is_served(tmp_path: Path) -> None:
+    app = StaticFiles(tmp_path / "dist")
+    assert (await request(app, "/d/notes"))[0] == 503
+    shutil.copytree(DIST, tmp_path / "dist")  # `npm run build` while the server runs
+    assert (await request(app, "/d/notes"))[0] == 200
+
+
 async def test_module_level_handle_serves_the_bundle() -> None:
     sent: list[Any] = []
 

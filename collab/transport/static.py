@@ -169,9 +169,12 @@ class StaticFiles:
         self._assets: dict[str, Asset] | None = None
 
     async def assets(self) -> dict[str, Asset]:
-        if self._assets is None:
-            self._assets = await anyio.to_thread.run_sync(load_bundle, self.root)
-        return self._assets
+        if self._assets is not None:
+            return self._assets
+        assets = await anyio.to_thread.run_sync(load_bundle, self.root)
+        if assets:  # a bundle not built yet is looked for again on the next request
+            self._assets = assets
+        return assets
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http", "static files answer plain HTTP requests only"
