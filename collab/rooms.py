@@ -561,19 +561,23 @@ class RoomManager(AsyncContextManagerMixin):
         # The store refused this document's updates for good and dropped them: its peers
         # hold edits that are not on disk, and must not be told otherwise. They reconnect
         # to a room reloaded from disk and offer those edits again in their sync step 2.
-        room = self.rooms.pop(name, None)
+        room = self.rooms.get(name)
         if room is not None:
-            room.close()
-            self._awaiting_ack.discard(room)
+            self._drop(room)
             room.close_all(CloseCode.STORE_UNAVAILABLE, "the document cannot be stored; try later")
 
     def _retire(self, room: Room) -> None:
         log.info(
             "document %r was deleted or replaced; closing its %d peers", room.name, len(room.peers)
         )
-        del self.rooms[room.name]
-        room.close()
+        self._drop(room)
         room.close_all(CloseCode.STALE_EPOCH, STALE_REASON)
+
+    def _drop(self, room: Room) -> None:
+        """Take ``room`` out of service: no longer found by name, acknowledged or observed."""
+        del self.rooms[room.name]
+        self._awaiting_ack.discard(room)
+        room.close()
 
     async def poll_versions(self) -> None:
         """Notice documents that other processes deleted, replaced or appended to."""
@@ -623,8 +627,7 @@ class RoomManager(AsyncContextManagerMixin):
                     # Once flushed, every update is queued in the store, and a reload
                     # waits for the queue, so dropping the doc loses nothing.
                     room.flush()
-                    del self.rooms[name]
-                    room.close()
+                    self._drop(room)
                     log.debug("unloaded idle room %r", name)
             else:
                 room.expire_awareness(now_ms, timeout_ms)

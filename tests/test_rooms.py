@@ -6,7 +6,7 @@ import gc
 import sqlite3
 import time
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -549,17 +549,26 @@ async def test_an_update_that_changes_nothing_is_neither_stored_nor_relayed(
     assert len(watcher.frames) == 1
 
 
+def two_edits(typed: str, then: Callable[[Text], None]) -> tuple[bytes, bytes, str]:
+    """One client's update typing ``typed``, its next update (``then``, which builds on
+    the first), and the text after both."""
+    client: Doc = Doc()
+    text = client.get("content", type=Text)
+    text.insert(0, typed)
+    first = client.get_update()
+    before = client.get_state()
+    then(text)
+    return first, client.get_update(before), str(text)
+
+
 async def test_an_update_left_pending_is_still_stored_and_relayed(store: SQLiteLog) -> None:
     # Its dependency has not arrived, so the doc does not change; it must not count as
     # "nothing new": the server owes it to the store and to peers that lack it.
-    client: Doc = Doc()
-    text = client.get("content", type=Text)
-    text.insert(0, "ab")
-    first = client.get_update()
-    before = client.get_state()
-    text.insert(2, "cd")
-    del text[0:1]
-    second = client.get_update(before)  # inserts after, and deletes from, the first
+    def insert_and_delete(text: Text) -> None:  # inserts after, and deletes from, "ab"
+        text.insert(2, "cd")
+        del text[0:1]
+
+    first, second, _ = two_edits("ab", insert_and_delete)
     room = Room("r", Doc(), store)
     writer, watcher = FakePeer(), FakePeer()
     room.join(writer)
@@ -577,13 +586,10 @@ async def test_an_update_left_pending_is_still_stored_and_relayed(store: SQLiteL
 async def test_a_deletion_of_text_not_yet_seen_is_still_stored_and_relayed(
     store: SQLiteLog,
 ) -> None:
-    client: Doc = Doc()
-    text = client.get("content", type=Text)
-    text.insert(0, "ab")
-    first = client.get_update()
-    before = client.get_state()
-    del text[0:1]
-    deletion = client.get_update(before)  # no structs, a delete set only
+    def delete(text: Text) -> None:  # no structs: a delete set only
+        del text[0:1]
+
+    first, deletion, _ = two_edits("ab", delete)
     room = Room("r", Doc(), store)
     writer, watcher = FakePeer(), FakePeer()
     room.join(writer)
@@ -599,13 +605,7 @@ async def test_a_deletion_of_text_not_yet_seen_is_still_stored_and_relayed(
 
 def dependent_updates() -> tuple[bytes, bytes, str]:
     """Two updates of one client, the second building on the first, and the final text."""
-    client: Doc = Doc()
-    text = client.get("content", type=Text)
-    text.insert(0, "hello ")
-    first = client.get_update()
-    before = client.get_state()
-    text.insert(6, "world")
-    return first, client.get_update(before), str(text)
+    return two_edits("hello ", lambda text: text.insert(6, "world"))
 
 
 def synced_doc(room: Room) -> Doc:

@@ -214,15 +214,7 @@ def _refuse_foreign(db: Database, path: str) -> None:
     """Refuse a database that holds tables but never had collab's schema: a wrong
     ``--db`` must not be switched to WAL and given collab's tables."""
     tables = db.table_names()
-    if not tables:
-        return
-    ours = (
-        "_sqlite_migrations" in tables
-        and db.execute(
-            "SELECT 1 FROM _sqlite_migrations WHERE migration_set = ? LIMIT 1", [migrations.name]
-        ).fetchone()
-    )
-    if not ours:
+    if tables and not migrations.applied(db):
         shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
         raise StoreError(
             f"{path!r} is not a collab database (it holds other tables: {shown}); pick another --db"
