@@ -7,7 +7,7 @@ Cold load is what opening a document costs the server: read its rows from SQLite
 ``automerge-paper`` editing trace, one stored update per trace transaction (a keystroke):
 the first 10,000, and all 259,778. Each is timed with three replay strategies:
 
-* ``replay``: ``collab.storage.merge.build``, 64 updates merged per ``apply_update``;
+* ``replay``: ``collab.updates.doc_from``, 64 updates merged per ``apply_update``;
 * ``merge_all``: ``merge_updates(*all)`` then one apply, as ``collab.rooms.build_doc`` does
   today (only for the 10k document by default; the full trace takes about 10 minutes, pass
   ``--merge-all-full`` to time it anyway);
@@ -57,13 +57,13 @@ sys.path.insert(0, str(REPO))
 from pycrdt import Doc, Text, merge_updates  # noqa: E402
 
 from bench.machine import machine as bench_machine  # noqa: E402
-from collab.storage.merge import build  # noqa: E402
 from collab.storage.sqlite import (  # noqa: E402
     SQLiteLog,
     append_updates,
     compact_doc,
     connect,
 )
+from collab.updates import doc_from  # noqa: E402
 
 TRACE = REPO.parent / "shared" / "traces" / "automerge-paper.json.gz"
 RESULTS = BENCH / "results" / "storage.json"
@@ -145,7 +145,7 @@ def cold_load(path: Path, room: str, replay: str) -> str:
 
     updates = anyio.run(load)
     if replay == "replay":
-        doc = build(updates)
+        doc = doc_from(updates)
     else:
         doc = Doc()
         doc.apply_update(updates[0] if len(updates) == 1 else merge_updates(*updates))

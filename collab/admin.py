@@ -21,7 +21,6 @@ from sqlite_utils import Database
 
 from collab.errors import CollabError, DocumentNotFoundError, InvalidUpdateError, StoreError
 from collab.history import RootKind, resolve_roots, restore_update, root_value
-from collab.storage.merge import EMPTY_UPDATE, build, check_update, squash
 from collab.storage.sqlite import (
     BUSY_TIMEOUT_MS,
     CompactionResult,
@@ -35,6 +34,7 @@ from collab.storage.sqlite import (
     read_transaction,
     replace_doc,
 )
+from collab.updates import EMPTY_UPDATE, check_update, doc_from, squash
 
 Progress = Callable[[int], None]
 
@@ -80,7 +80,7 @@ def export_content(
     :raises ValueError: a root spec names an unknown type.
     """
     update = export_update(db, room, at)
-    doc = build([update])
+    doc = doc_from([update])
     return {
         name: root_value(doc, name, kind)
         for name, kind in resolve_roots(update, roots, default_all=True)
@@ -94,7 +94,7 @@ def export_text(db: Database, room: str, root: str = "content", at: float | None
     assert kind is not None  # a named root is text unless detected otherwise
     if kind not in ("text", "xml"):
         raise CollabError(f"root {name!r} of {room!r} is a {kind}, not text: use --format json")
-    return str(root_value(build([update]), name, kind))
+    return str(root_value(doc_from([update]), name, kind))
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +253,7 @@ def _check_room(db: Database, room: str) -> list[Problem]:
             problems.append(Problem(room, where.replace("checkpoint seq 0", "checkpoint"), str(e)))
     if not problems:
         try:
-            build([data for where, data in blobs if where.startswith("updates")])
+            doc_from([data for where, data in blobs if where.startswith("updates")])
         except InvalidUpdateError as e:
             problems.append(Problem(room, "log replay", str(e)))
     return problems

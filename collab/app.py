@@ -1,7 +1,7 @@
 """build_app(settings): wires storage, rooms and transport, and owns the lifespan.
 
 The app is plain ASGI. Under an ASGI server it starts on the ``lifespan`` startup event
-and, on shutdown, closes every peer with 1001 and commits every pending update before
+and, on shutdown, closes every peer with 1001 and commits every queued update before
 it returns. Mounted inside another ASGI app that does not forward lifespan events, wrap
 the outer app's own lifespan in ``async with app.running(): ...``.
 """

@@ -22,7 +22,7 @@ from typing import Any, Literal, cast
 
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText, merge_updates
 
-from collab.storage.merge import build, squash
+from collab.updates import doc_from, squash
 
 #: The root types a document export or restore knows.
 RootKind = Literal["text", "map", "array", "xml"]
@@ -88,7 +88,7 @@ def format_time(seconds: float | None) -> str:
 
 
 def _probe(update: bytes, names: Iterable[str], kind: type[Any]) -> dict[str, Any]:
-    doc = build([update])
+    doc = doc_from([update])
     return {name: doc.get(name, type=kind) for name in names}
 
 
@@ -100,7 +100,7 @@ def detect_roots(update: bytes) -> dict[str, RootKind | None]:
     entries mean a Map, string content a Text, embedded XML elements an XmlFragment, any
     other sequence an Array. A root whose content is all deleted gives no clue: None.
     """
-    names = sorted(str(name) for name in build([update]).keys())
+    names = sorted(str(name) for name in doc_from([update]).keys())
     if not names:
         return {}
     as_map = _probe(update, names, Map)
@@ -271,8 +271,8 @@ def restore_update(
     kinds = {name: kind for name, kind in detect_roots(current_state).items() if kind}
     kinds.update({name: kind for name, kind in detect_roots(past_state).items() if kind})
     roots = sorted(kinds.items())
-    doc = build([current_state])
-    past = build([past_state])
+    doc = doc_from([current_state])
+    past = doc_from([past_state])
     # The transaction's own update: only what it changed. (``doc.get_update(state)`` would
     # also carry the whole delete set of the document.)
     changes: list[bytes] = []

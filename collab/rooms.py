@@ -57,18 +57,16 @@ from collab.protocol import (
 )
 from collab.protocol.codec import check_awareness_update
 from collab.storage.base import StoredDoc, UpdateLog
-from collab.storage.merge import (
+from collab.updates import (
     EMPTY_UPDATE,
-    build,
-    leftover,
-    merge_many,
-    pending_in,
+    apply_update,
+    doc_from,
+    has_pending,
+    merge,
+    partly_pending,
+    pending_update,
     state_vector_overlaps,
-    still_pending,
     update_overlaps,
-)
-from collab.storage.merge import (
-    apply as apply_update,
 )
 
 log = logging.getLogger("collab.rooms")
@@ -223,7 +221,7 @@ class Room:
                     # yrs leaves what it holds as pending out of get_update(); Yjs's
                     # encodeStateAsUpdate puts it in. Without it, a client that joins
                     # now misses those edits when their dependency completes them.
-                    missing = merge_many([missing, *self._pending])
+                    missing = merge([missing, *self._pending])
                 return [encode(SyncStep2(missing))]
             case AwarenessUpdate(payload):
                 self._apply_awareness(peer, payload)
@@ -272,9 +270,9 @@ class Room:
         fresh = build_doc(self.name, stored.updates, chunks)
         missing = fresh.get_update(self.doc.get_state())
         self.generation = stored.generation
-        pending = leftover(fresh, chunks)  # what get_update() left out, as on a join
+        pending = pending_update(fresh, chunks)  # what get_update() left out, as on a join
         if pending is not None:
-            missing = merge_many([missing, pending])
+            missing = merge([missing, pending])
             self._pending.append(pending)
         if missing != EMPTY_UPDATE:
             apply_update(self.doc, missing)
@@ -297,7 +295,7 @@ class Room:
         self._changed = False
         apply_update(self.doc, update)
         if not self._changed:
-            if not pending_in(self.doc, update):
+            if not has_pending(self.doc, update):
                 # Nothing new: typically a reconnecting client's sync step 2, which
                 # carries its whole delete set. Yjs emits no update for it, so
                 # y-websocket's server neither stores nor relays it; neither do we.
@@ -318,14 +316,14 @@ class Room:
     def find_pending(self, updates: list[bytes]) -> None:
         """Look for what the doc, loaded from ``updates``, holds as pending; keep it for
         the sync step 2 of later peers and send it to the ones already here."""
-        pending = leftover(self.doc, updates)
+        pending = pending_update(self.doc, updates)
         if pending is not None:
             self._pending.append(pending)
             self.broadcast(encode(SyncUpdate(pending)))
 
     def _prune_pending(self) -> bool:
         """Forget pending updates the doc has since integrated; return whether any remain."""
-        self._pending = still_pending(self.doc, self._pending)
+        self._pending = partly_pending(self.doc, self._pending)
         return bool(self._pending)
 
     def flush(self) -> None:
@@ -339,7 +337,7 @@ class Room:
             self._store_update(update)
             self.broadcast(encode(SyncUpdate(update)), exclude=sender)
             return
-        merged = merge_many([update for _, update in batch])
+        merged = merge([update for _, update in batch])
         self._store_update(merged)
         frame = encode(SyncUpdate(merged))
         senders = {sender for sender, _ in batch}
@@ -457,12 +455,12 @@ class Room:
 
 
 def build_doc(name: str, updates: list[bytes], chunks: list[bytes] | None = None) -> Doc[Any]:
-    """Rebuild a document from its stored log (``chunks``: see :func:`merge.replay`).
+    """Rebuild a document from its stored log (``chunks``: see :func:`collab.updates.replay`).
 
     :raises StoreError: a stored update cannot be applied (``collab check`` finds these).
     """
     try:
-        return build(updates, chunks)
+        return doc_from(updates, chunks)
     except InvalidUpdateError as e:
         raise StoreError(
             f"document {name!r} has a stored update that cannot be applied: {e}"

@@ -14,8 +14,8 @@ from click.testing import CliRunner, Result
 from pycrdt import Doc, Map, Text
 
 from collab.cli import cli
-from collab.storage.merge import build
 from collab.storage.sqlite import append_updates, connect
+from collab.updates import doc_from
 from tests.edits import keystrokes
 
 
@@ -95,7 +95,7 @@ def test_export_text_json_and_update(db_path: Path, tmp_path: Path) -> None:
     ) == {"meta": {"title": "Notes"}}
     out = tmp_path / "notes.ydoc"
     ok(run(db_path, "docs", "export", "notes", "-o", str(out)))
-    assert str(build([out.read_bytes()]).get("content", type=Text)) == "draft v2"
+    assert str(doc_from([out.read_bytes()]).get("content", type=Text)) == "draft v2"
     stdout = CliRunner().invoke(cli, ["docs", "export", "notes", "--db", str(db_path)])
     assert stdout.stdout_bytes == out.read_bytes()
 

@@ -11,8 +11,8 @@ from pycrdt import Text
 
 from collab import admin
 from collab.errors import StoreError
-from collab.storage.merge import build
 from collab.storage.sqlite import append_updates, compact_doc, connect, read_doc
+from collab.updates import doc_from
 from tests.edits import keystrokes
 
 
@@ -91,7 +91,7 @@ def test_backup_is_consistent_while_a_writer_commits(tmp_path: Path) -> None:
     # writer went on committing while the copy was made.
     assert 20 <= len(live) < written_during
     assert live == updates[: len(live)]
-    assert str(build(live).get("content", type=Text)) == "x" * len(live)
+    assert str(doc_from(live).get("content", type=Text)) == "x" * len(live)
     assert admin.check(copy)[1] == []
 
 

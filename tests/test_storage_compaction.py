@@ -18,7 +18,6 @@ from pycrdt import Doc, Map, Text
 
 from collab.errors import InvalidUpdateError
 from collab.storage import sqlite as sqlite_module
-from collab.storage.merge import build, squash
 from collab.storage.sqlite import (
     SQLiteLog,
     compact_doc,
@@ -27,12 +26,13 @@ from collab.storage.sqlite import (
     read_doc,
     swap_compaction,
 )
+from collab.updates import doc_from, squash
 from tests.conftest import ROOT
 from tests.edits import keystrokes
 
 
 def text_of(updates: list[bytes], root: str = "content") -> str:
-    return str(build(updates).get(root, type=Text))
+    return str(doc_from(updates).get(root, type=Text))
 
 
 def rows(path: Path, room: str = "doc") -> list[tuple[int, int]]:
@@ -59,7 +59,7 @@ async def test_compaction_keeps_the_document_and_leaves_one_row(tmp_path: Path) 
         stored = await log.load("doc")
     assert len(stored.updates) == 1
     assert text_of(stored.updates) == "hello, compaction"
-    assert build(stored.updates).get_state() == build(updates).get_state()
+    assert doc_from(stored.updates).get_state() == doc_from(updates).get_state()
     assert rows(path) == [(len(updates), len(updates))]
 
 
@@ -287,7 +287,7 @@ def test_compacting_at_any_points_loads_the_same_document(
             sqlite_module.append_updates(db, [("doc", doc.get_update(before), float(i), None)])
             if i in compact_at:
                 compact_doc(db, "doc", retention=0 if i % 2 else 3600, now=float(i))
-        loaded = build(read_doc(db, "doc").updates)
+        loaded = doc_from(read_doc(db, "doc").updates)
         assert str(loaded.get("content", type=Text)) == str(text)
         assert loaded.get("meta", type=Map).to_py() == meta.to_py()
         assert loaded.get_state() == doc.get_state()

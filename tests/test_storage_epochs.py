@@ -12,13 +12,13 @@ from pycrdt import Doc, Text
 from collab import admin
 from collab.errors import DocumentNotFoundError
 from collab.storage.base import DocVersion
-from collab.storage.merge import (
-    build,
+from collab.storage.sqlite import SQLiteLog, append_updates, connect, list_docs, read_doc
+from collab.updates import (
     decode_state_vector,
+    doc_from,
     state_vector_overlaps,
     update_overlaps,
 )
-from collab.storage.sqlite import SQLiteLog, append_updates, connect, list_docs, read_doc
 
 
 def typed(text: str, doc: Doc[Any] | None = None) -> tuple[Doc[Any], bytes]:
@@ -104,7 +104,7 @@ def test_import_replace_starts_a_new_epoch(tmp_path: Path) -> None:
     result = admin.import_update(db, "doc", replacement, replace=True)
     assert result.epoch == 1 and result.replaced
     stored = read_doc(db, "doc")
-    assert str(build(stored.updates).get("content", type=Text)) == "new"
+    assert str(doc_from(stored.updates).get("content", type=Text)) == "new"
     assert decode_state_vector(stored.retired_state_vectors[0]) == decode_state_vector(
         old.get_state()
     )
@@ -117,7 +117,7 @@ def test_an_append_after_delete_revives_the_name_in_the_new_epoch(tmp_path: Path
     result = append_updates(db, [("doc", typed("two")[1], 2.0, 1)])
     assert result.stale == []
     assert [d["name"] for d in list_docs(db)] == ["doc"]
-    assert str(build(read_doc(db, "doc").updates).get("content", type=Text)) == "two"
+    assert str(doc_from(read_doc(db, "doc").updates).get("content", type=Text)) == "two"
 
 
 async def test_appends_without_an_epoch_are_never_refused(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ from sqlite_utils import Database
 from collab import admin
 from collab.errors import DocumentNotFoundError, InvalidUpdateError
 from collab.history import detect_roots, parse_root, parse_time, restore_update, sessions
-from collab.storage.merge import build
 from collab.storage.sqlite import (
     HistoryUnavailableError,
     append_updates,
@@ -25,10 +24,11 @@ from collab.storage.sqlite import (
     read_doc,
     read_history,
 )
+from collab.updates import doc_from
 
 
 def text_at(db: Database, at: float, room: str = "doc") -> str:
-    return str(build(read_at(db, room, at)).get("content", type=Text))
+    return str(doc_from(read_at(db, room, at)).get("content", type=Text))
 
 
 class Editor:
@@ -164,7 +164,9 @@ def test_every_readable_time_gives_the_content_of_then(
             else:
                 with pytest.raises(HistoryUnavailableError):
                     read_at(db, "doc", at)
-        assert str(build(read_doc(db, "doc").updates).get("content", type=Text)) == str(editor.text)
+        assert str(doc_from(read_doc(db, "doc").updates).get("content", type=Text)) == str(
+            editor.text
+        )
     finally:
         db.close()
         path.unlink()
@@ -181,7 +183,7 @@ def test_restore_brings_back_the_past_as_a_new_edit(db: Database) -> None:
     assert result.roots == [("content", "text")]
     stored = read_doc(db, "doc")
     assert len(stored.updates) == rows_before + 1  # appended, nothing rewritten
-    assert str(build(stored.updates).get("content", type=Text)) == "the good version"
+    assert str(doc_from(stored.updates).get("content", type=Text)) == "the good version"
     assert stored.generation == 1  # a running server reloads it
     # A client that kept editing the old version merges the restore like any edit.
     editor.doc.apply_update(result.update)
@@ -226,7 +228,7 @@ def test_restore_handles_maps_arrays_xml_and_multibyte_text() -> None:
     current = [doc.get_update(), doc.get_update(before)]
     update, roots = restore_update(current, past)
     assert dict(roots) == {"content": "text", "meta": "map", "items": "array", "xml": "xml"}
-    restored = build(current + [update or b""])
+    restored = doc_from(current + [update or b""])
     assert str(restored.get("content", type=Text)) == "naïve 😀 text"
     assert restored.get("meta", type=Map).to_py() == {"title": "v1"}
     assert restored.get("items", type=Array).to_py() == [1, 2, 3]
@@ -260,7 +262,7 @@ def test_export_formats(db: Database) -> None:
     doc.get("content", type=Text).insert(0, "body")
     doc.get("meta", type=Map)["title"] = "T"
     append_updates(db, [("doc", doc.get_update(), 1.0, None)])
-    exported = build([admin.export_update(db, "doc")])
+    exported = doc_from([admin.export_update(db, "doc")])
     assert str(exported.get("content", type=Text)) == "body"
     assert admin.export_content(db, "doc") == {"content": "body", "meta": {"title": "T"}}
     assert admin.export_content(db, "doc", ["meta"]) == {"meta": {"title": "T"}}

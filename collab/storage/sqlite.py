@@ -63,8 +63,8 @@ from sqlite_utils.migrations import Migrations
 
 from collab.errors import CollabError, DocumentNotFoundError, StoreError
 from collab.storage.base import DocVersion, StoredDoc
-from collab.storage.merge import reached_by, squash
 from collab.storage.writer import CommitThread
+from collab.updates import squash, state_vector_of
 
 if TYPE_CHECKING:
     from collab.config import Settings
@@ -858,7 +858,7 @@ def _retire_epoch(db: Database, row: DocRow, now: float) -> int:
     ]
     # What any client that saw this epoch may hold. Not a replay: that would make a
     # document with one damaged row impossible to delete or replace.
-    state_vector = reached_by(updates)
+    state_vector = state_vector_of(updates)
     db.execute(
         "INSERT OR REPLACE INTO retired_epochs (doc_id, epoch, state_vector, retired_at)"
         " VALUES (?, ?, ?, ?)",
@@ -918,7 +918,7 @@ def replace_doc(db: Database, room: str, update: bytes) -> int:
 
 
 @dataclass(slots=True)
-class _Pending:
+class _Queued:
     ticket: int
     room: str
     update: bytes
@@ -969,7 +969,7 @@ class SQLiteLog(AsyncContextManagerMixin):
             describe=str(path),
             expected_errors=(sqlite3.DatabaseError,),
         )
-        self._pending_rooms: dict[str, int] = {}  # room -> last ticket queued for it
+        self._queued_rooms: dict[str, int] = {}  # room -> last ticket queued for it
         self._next_ticket = 1
         self._durable_ticket = 0
         self._waiters: list[tuple[int, anyio.Event]] = []
@@ -1040,16 +1040,16 @@ class SQLiteLog(AsyncContextManagerMixin):
         ticket = self._next_ticket
         self._next_ticket += 1
         recount = room not in self._tails
-        self._committer.put(_Pending(ticket, room, update, time.time(), epoch, recount))
-        self._pending_rooms[room] = ticket
+        self._committer.put(_Queued(ticket, room, update, time.time(), epoch, recount))
+        self._queued_rooms[room] = ticket
         return ticket
 
     async def flush(self) -> None:
         await self._wait_for(self._next_ticket - 1)
 
     async def load(self, room: str) -> StoredDoc:
-        if room in self._pending_rooms:
-            await self._wait_for(self._pending_rooms[room])
+        if room in self._queued_rooms:
+            await self._wait_for(self._queued_rooms[room])
         try:
             read = await self._locked(_read_log, self._database, room)
         except sqlite3.DatabaseError as e:
@@ -1205,7 +1205,7 @@ class SQLiteLog(AsyncContextManagerMixin):
 
         return await to_thread.run_sync(call, limiter=self._limiter)
 
-    def _commit(self, batch: list[_Pending]) -> AppendResult:
+    def _commit(self, batch: list[_Queued]) -> AppendResult:
         # On the commit thread.
         rows = [(p.room, p.update, p.received_at, p.epoch) for p in batch]
         recount = {p.room for p in batch if p.recount}
@@ -1246,13 +1246,13 @@ class SQLiteLog(AsyncContextManagerMixin):
             tails.update(result.tails)
         return AppendResult(stale, tails, failed)
 
-    def _committed(self, batch: list[_Pending], result: AppendResult, committed_at: float) -> None:
+    def _committed(self, batch: list[_Queued], result: AppendResult, committed_at: float) -> None:
         # On the event loop, after the commit thread made ``batch`` durable.
         last_ticket = batch[-1].ticket
         self._durable_ticket = last_ticket
-        for room, ticket in list(self._pending_rooms.items()):
+        for room, ticket in list(self._queued_rooms.items()):
             if ticket <= last_ticket:
-                del self._pending_rooms[room]
+                del self._queued_rooms[room]
         stale_rooms = {room for room, _ in result.stale} | set(result.failed)
         for room, error in result.failed.items():
             dropped = sum(1 for p in batch if p.room == room)
@@ -1282,7 +1282,7 @@ class SQLiteLog(AsyncContextManagerMixin):
             callback(last_ticket, committed_at)
 
     def _count_appended(
-        self, batch: list[_Pending], counted: dict[str, tuple[int, int]], stale: set[str]
+        self, batch: list[_Queued], counted: dict[str, tuple[int, int]], stale: set[str]
     ) -> None:
         added: dict[str, tuple[int, int]] = {}
         for p in batch:

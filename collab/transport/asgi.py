@@ -30,7 +30,7 @@ log = logging.getLogger("collab.transport")
 
 #: Longest document name accepted, in UTF-8 bytes.
 MAX_NAME_BYTES = 512
-#: Longest a document listing waits for pending updates to commit before it answers
+#: Longest a document listing waits for queued updates to commit before it answers
 #: without them (a locked database would otherwise hold the request open indefinitely).
 LIST_FLUSH_TIMEOUT = 2.0
 

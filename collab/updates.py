@@ -35,7 +35,7 @@ def is_panic(error: BaseException) -> bool:
     return type(error).__name__ == "PanicException"
 
 
-def apply(doc: Doc[Any], update: bytes, what: str = "invalid update") -> None:
+def apply_update(doc: Doc[Any], update: bytes, what: str = "invalid update") -> None:
     """Apply ``update`` to ``doc``, or leave ``doc`` untouched and raise.
 
     yrs decodes the whole update before it integrates anything, so a failed decode
@@ -56,7 +56,7 @@ def apply(doc: Doc[Any], update: bytes, what: str = "invalid update") -> None:
 def replay(doc: Doc[Any], updates: Sequence[bytes], chunks: list[bytes] | None = None) -> None:
     """Apply ``updates`` to ``doc`` in order, :data:`REPLAY_CHUNK` merged updates at a time.
 
-    :param chunks: if given, each merged chunk is appended to it (for :func:`leftover`).
+    :param chunks: if given, each merged chunk is appended to it (for :func:`pending_update`).
     :raises InvalidUpdateError: pycrdt cannot decode or apply one of the updates; ``doc``
         may then hold the chunks before it.
     """
@@ -67,7 +67,7 @@ def replay(doc: Doc[Any], updates: Sequence[bytes], chunks: list[bytes] | None =
             merged = chunk[0] if len(chunk) == 1 else merge_updates(*chunk)
         except ValueError as e:
             raise InvalidUpdateError(f"{what}: {e}") from None
-        apply(doc, merged, what)
+        apply_update(doc, merged, what)
         if chunks is not None:
             chunks.append(merged)
 
@@ -79,7 +79,7 @@ def check_update(update: bytes) -> None:
 
     :raises InvalidUpdateError: the bytes are not a Yjs v1 update pycrdt can apply.
     """
-    apply(Doc(), update, "not a Yjs update")
+    apply_update(Doc(), update, "not a Yjs update")
     try:
         get_state(update)
     except ValueError as e:
@@ -96,7 +96,7 @@ def encode_state_vector(clocks: dict[int, int]) -> bytes:
     return encoder.to_bytes()
 
 
-def merge_many(updates: Sequence[bytes]) -> bytes:
+def merge(updates: Sequence[bytes]) -> bytes:
     """``merge_updates`` over many updates, :data:`REPLAY_CHUNK` at a time, as a tree.
 
     Fast when the merged result stays small (delete sets, diffs); see the module doc.
@@ -134,7 +134,7 @@ def update_overlaps(update: bytes, retired: bytes) -> bool:
     return len(get_update(update, retired)) != len(get_update(update, b"\x00"))
 
 
-def reached_by(updates: Sequence[bytes]) -> bytes:
+def state_vector_of(updates: Sequence[bytes]) -> bytes:
     """The state vector covering every struct of ``updates``, pending ones included.
 
     Read update by update, so one that cannot be decoded (a damaged row) is skipped
@@ -156,13 +156,13 @@ def reached_by(updates: Sequence[bytes]) -> bytes:
     return encode_state_vector(clocks)
 
 
-def pending_in(doc: Doc[Any], update: bytes) -> bool:
+def has_pending(doc: Doc[Any], update: bytes) -> bool:
     """Whether some of ``update``, already applied to ``doc``, waits there as pending:
     structs past its state vector, or deletions of clocks it has not seen yet."""
-    return bool(still_pending(doc, [update]))
+    return bool(partly_pending(doc, [update]))
 
 
-def still_pending(doc: Doc[Any], updates: Sequence[bytes]) -> list[bytes]:
+def partly_pending(doc: Doc[Any], updates: Sequence[bytes]) -> list[bytes]:
     """Those of ``updates``, already applied to ``doc``, that it holds partly as pending.
 
     The doc's state vector is encoded once, and decoded (a Python loop over every client
@@ -216,11 +216,11 @@ def squash(updates: Sequence[bytes]) -> bytes:
     doc: Doc[Any] = Doc()
     replay(doc, updates)
     state = doc.get_update()
-    pending = leftover(doc, updates)
+    pending = pending_update(doc, updates)
     return state if pending is None else merge_updates(state, pending)
 
 
-def leftover(doc: Doc[Any], updates: Sequence[bytes]) -> bytes | None:
+def pending_update(doc: Doc[Any], updates: Sequence[bytes]) -> bytes | None:
     """What ``doc``, having applied ``updates``, holds of them as pending, as one update
     (None if nothing): the structs whose dependencies never arrived and the deletions of
     items it has never seen, which yrs leaves out of ``get_update()``.
@@ -229,11 +229,11 @@ def leftover(doc: Doc[Any], updates: Sequence[bytes]) -> bytes | None:
     and its whole delete set; merged, they hold everything the doc may hold as pending.
     """
     state_vector = doc.get_state()
-    leftovers = merge_many([get_update(update, state_vector) for update in updates])
+    leftovers = merge([get_update(update, state_vector) for update in updates])
     return leftovers if _has_pending(leftovers, decode_state_vector(state_vector)) else None
 
 
-def build(updates: Sequence[bytes], chunks: list[bytes] | None = None) -> Doc[Any]:
+def doc_from(updates: Sequence[bytes], chunks: list[bytes] | None = None) -> Doc[Any]:
     """A fresh document with ``updates`` applied (``chunks``: see :func:`replay`).
 
     :raises InvalidUpdateError: one of the updates cannot be applied.
@@ -246,16 +246,16 @@ def build(updates: Sequence[bytes], chunks: list[bytes] | None = None) -> Doc[An
 __all__ = [
     "EMPTY_UPDATE",
     "REPLAY_CHUNK",
-    "apply",
-    "build",
+    "apply_update",
+    "doc_from",
     "check_update",
     "is_panic",
     "encode_state_vector",
-    "leftover",
-    "merge_many",
-    "pending_in",
-    "still_pending",
-    "reached_by",
+    "pending_update",
+    "merge",
+    "has_pending",
+    "partly_pending",
+    "state_vector_of",
     "replay",
     "squash",
     "state_vector_overlaps",
