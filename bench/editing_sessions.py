@@ -13,7 +13,7 @@ and a message moves only when the script delivers it, so both systems see the sa
 interleaving. Positions are picked as fractions of each client's own text, so a script stays
 meaningful even where the two systems order concurrent inserts differently.
 
-The module also replays the real editing traces in ``../shared/traces`` (Joseph Gentle's
+The module also replays the real editing traces in ``bench/traces`` (Joseph Gentle's
 ``editing-traces``, CC BY 4.0) through both systems.
 """
 
@@ -35,7 +35,7 @@ from collab import ot
 from collab.ot_server import Ack, Broadcast, OTClient, OTDocument, Submit
 
 ROOT = Path(__file__).resolve().parents[1]
-TRACES = ROOT / ".." / "shared" / "traces"
+TRACES = ROOT / "bench" / "traces"
 #: The name of the root text type on the CRDT side, as the web editor uses.
 TEXT_NAME = "content"
 

@@ -7,7 +7,7 @@ Usage, from the repository root::
 
 Prints three tables and writes them to ``bench/results/ot_vs_crdt.json``:
 
-1. the real editing traces (``../shared/traces``, CC BY 4.0, Joseph Gentle's editing-traces):
+1. the real editing traces (``bench/traces``, CC BY 4.0, Joseph Gentle's editing-traces):
    ``automerge-paper`` sequentially through one client and the server, and the two-author
    ``clownschool`` and ``friendsforever`` through one client per author;
 2. generated sessions of growing length (3 clients, random edits and deliveries);

@@ -48,7 +48,7 @@ from targets import (  # noqa: E402
 )
 
 SCENARIOS = ("fanout", "throughput", "idle", "coldload", "replay")
-DEFAULT_TRACE = REPO.parent / "shared" / "traces" / "automerge-paper.json.gz"
+DEFAULT_TRACE = REPO / "bench" / "traces" / "automerge-paper.json.gz"
 
 FULL: dict[str, Any] = {
     "fanout_clients": [2, 16, 64],

@@ -65,7 +65,7 @@ from collab.storage.sqlite import (  # noqa: E402
 )
 from collab.updates import doc_from  # noqa: E402
 
-TRACE = REPO.parent / "shared" / "traces" / "automerge-paper.json.gz"
+TRACE = REPO / "bench" / "traces" / "automerge-paper.json.gz"
 RESULTS = BENCH / "results" / "storage.json"
 
 

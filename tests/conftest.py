@@ -18,7 +18,6 @@ from urllib.parse import quote
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 
 
 def free_port() -> int:

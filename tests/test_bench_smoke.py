@@ -20,7 +20,7 @@ pytestmark = pytest.mark.node
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
-TRACE = REPO.parent / "shared" / "traces" / "automerge-paper.json.gz"
+TRACE = REPO / "bench" / "traces" / "automerge-paper.json.gz"
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def driver_installed() -> None:
             check=True,
             timeout=300,
         )
-    assert TRACE.exists(), f"the shared traces are missing: {TRACE}"
+    assert TRACE.exists(), f"the editing traces are missing: {TRACE}"
 
 
 def run_bench(tmp_path: Path, targets: str, scenario: str) -> dict[str, Any]:

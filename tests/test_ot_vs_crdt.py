@@ -3,7 +3,7 @@
 Sessions come from ``bench/editing_sessions.py``, which ``bench/ot_vs_crdt.py`` also uses
 to measure both systems. Here we check that both converge on every generated session, that
 where they end up differing it is only in the order of concurrent inserts, and that the
-real editing traces in ``../shared/traces`` (beside the repository, as in CI) replay to
+real editing traces in ``bench/traces`` (shipped in the repository) replay to
 their recorded end text in both.
 """
 

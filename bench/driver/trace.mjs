@@ -1,4 +1,4 @@
-// Editing traces (josephg/editing-traces format, see shared/traces/README.md).
+// Editing traces (josephg/editing-traces format, see bench/traces/README.md).
 import { readFileSync } from 'node:fs'
 import { gunzipSync } from 'node:zlib'
 
