@@ -88,9 +88,9 @@ async def test_list_docs_reports_sizes(tmp_path: Path) -> None:
         log.append_nowait("small", b"12")
         log.append_nowait("big", b"1234")
         log.append_nowait("big", b"56")
-        docs = {d["name"]: d for d in await log.list_docs()}
-    assert docs["big"]["bytes"] == 6 and docs["big"]["updates"] == 2
-    assert docs["small"]["bytes"] == 2 and docs["small"]["updates"] == 1
+        docs = {d.name: d for d in await log.list_docs()}
+    assert docs["big"].bytes == 6 and docs["big"].updates == 2
+    assert docs["small"].bytes == 2 and docs["small"].updates == 1
 
 
 def test_schema_is_created_once_and_reopens(tmp_path: Path) -> None:
