@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import anyio
+from anyio import to_thread
 
 from collab.errors import CollabError, StoreError
 from collab.storage.writer import CommitThread
@@ -279,7 +280,7 @@ class GroupCommit:
         # Everything put before stop() is committed before the thread ends, and its
         # call_soon_threadsafe reports run before join's own completion resumes us.
         self._thread.stop()
-        await anyio.to_thread.run_sync(self._thread.join)
+        await to_thread.run_sync(self._thread.join)
         for _, event in self._waiters:
             event.set()
         self._waiters = []
