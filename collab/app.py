@@ -17,7 +17,7 @@ import anyio
 from collab.config import Settings
 from collab.errors import CloseCode, CollabError
 from collab.rooms import RoomManager
-from collab.storage.sqlite import SQLiteLog
+from collab.storage import Store, open_store
 from collab.transport.asgi import http_endpoint, websocket_endpoint
 from collab.transport.peer import WebSocketPeer
 from collab.transport.types import Receive, Scope, Send
@@ -35,7 +35,7 @@ class CollabApp:
         self.stopping = False
         #: Why the lifespan startup failed, if it did (the ASGI server reports it its own way).
         self.startup_error: str | None = None
-        self._store: SQLiteLog | None = None
+        self._store: Store | None = None
         self._rooms: RoomManager | None = None
 
     @property
@@ -45,7 +45,7 @@ class CollabApp:
         return self._rooms
 
     @property
-    def store(self) -> SQLiteLog:
+    def store(self) -> Store:
         if self._store is None:
             raise CollabError("the app is not running: the ASGI server sent no lifespan startup")
         return self._store
@@ -53,7 +53,7 @@ class CollabApp:
     @asynccontextmanager
     async def running(self) -> AsyncGenerator[CollabApp]:
         """Open the store and the rooms; on exit close every peer and commit everything."""
-        async with SQLiteLog.from_settings(self.settings) as store:
+        async with open_store(self.settings) as store:
             async with RoomManager(store, self.settings) as rooms:
                 self._store, self._rooms = store, rooms
                 self.ready, self.stopping = True, False

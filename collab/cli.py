@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import anyio
 import click
-from sqlite_utils import Database
 
 from collab import __version__, admin
 from collab.config import SERVERS, Settings
-from collab.errors import CollabError
+from collab.errors import CollabError, StoreError
 from collab.history import format_time, parse_time, sessions
-from collab.storage.sqlite import BUSY_TIMEOUT_MS, existing_doc, list_docs, read_history
+from collab.storage import Store, open_store
+from collab.storage.base import (
+    CompactionResult,
+    DatabaseBusyError,
+    DatabaseDamagedError,
+    DatabaseError,
+    DocOrder,
+)
 
 DEFAULTS = Settings()
+T = TypeVar("T")
 
 
 def _setup_logging(level: str) -> None:
@@ -62,7 +68,8 @@ def cli() -> None:
     envvar="COLLAB_DB",
     default=str(DEFAULTS.db),
     show_envvar=True,
-    help="SQLite database file, created if missing; ':memory:' keeps nothing.",
+    help="SQLite database file (a path or sqlite:///PATH), created if missing;"
+    " ':memory:' keeps nothing.",
 )
 @click.option(
     "--commit-delay",
@@ -192,8 +199,9 @@ def _loop_options(settings: Settings) -> dict[str, Any]:
 
 # -- admin commands: docs, backup, check ----------------------------------------------
 #
-# Each opens the database the server uses (safe while it runs: see collab.admin), calls
-# one function from collab.admin and prints. CollabError becomes a one-line error.
+# Each opens the store the server uses (safe while it runs: see collab.admin), runs
+# one function from collab.admin (or one DocumentStore call) in an event loop and
+# prints. CollabError becomes a one-line error.
 
 
 def _db_option(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -202,35 +210,33 @@ def _db_option(command: Callable[..., Any]) -> Callable[..., Any]:
         envvar="COLLAB_DB",
         default=str(DEFAULTS.db),
         show_envvar=True,
-        help="The server's SQLite database file.",
+        help="The server's SQLite database file (a path or sqlite:///PATH).",
     )(command)
 
 
-@contextmanager
-def _database(path: str) -> Iterator[Database]:
-    """Open an existing database; turn every expected failure into a one-line error."""
+def _run(db: str, action: Callable[[Store], Awaitable[T]]) -> T:
+    """Open the existing store ``db`` (never creating one), run ``action`` on it in an
+    event loop, close it; turn every expected failure into a one-line error."""
+
+    async def main() -> T:
+        async with open_store(Settings(db=db), create=False, background=False) as store:
+            return await action(store)
+
     try:
-        db = admin.open_database(path)
-    except CollabError as e:
-        raise click.ClickException(str(e)) from None
-    try:
-        yield db
-    except CollabError as e:
-        raise click.ClickException(str(e)) from None
-    except sqlite3.OperationalError as e:
-        if "locked" in str(e) or "busy" in str(e):
-            raise click.ClickException(
-                f"the database stayed locked for {BUSY_TIMEOUT_MS // 1000} s by another"
-                " process; try again"
-            ) from None
-        raise click.ClickException(f"database error: {e}") from None
-    except sqlite3.DatabaseError as e:
+        return anyio.run(main)
+    except DatabaseBusyError as e:
         raise click.ClickException(
-            f"database error: {e}. Run `collab check --db {path}` to see what is damaged;"
+            f"the database stayed locked for {e.timeout:g} s by another process; try again"
+        ) from None
+    except DatabaseDamagedError as e:
+        raise click.ClickException(
+            f"database error: {e.reason}. Run `collab check --db {db}` to see what is damaged;"
             " restore a backup if the file is (collab backup makes them)."
         ) from None
-    finally:
-        db.close()
+    except DatabaseError as e:
+        raise click.ClickException(f"database error: {e.reason}") from None
+    except CollabError as e:
+        raise click.ClickException(str(e)) from None
 
 
 def _time_option(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -275,11 +281,21 @@ def docs() -> None:
     """
 
 
+#: ``docs list --sort`` choices and the store's orders.
+_SORTS: dict[str, DocOrder] = {
+    "changed": "updated_at",
+    "name": "name",
+    "bytes": "bytes",
+    "updates": "updates",
+    "history": "history",
+}
+
+
 @docs.command("list")
 @_db_option
 @click.option(
     "--sort",
-    type=click.Choice(["changed", "name", "bytes", "updates", "history"]),
+    type=click.Choice(list(_SORTS)),
     default="changed",
     help="Order: last change (newest first), name, or size (largest first).",
 )
@@ -296,23 +312,22 @@ def docs_list(db: str, sort: str, limit: int | None, deleted: bool, as_json: boo
 
         collab docs list --sort bytes --limit 20
     """
-    order = "updated_at" if sort == "changed" else sort
-    with _database(db) as database:
-        found = list_docs(database, limit, order, include_deleted=deleted)
+    order = _SORTS[sort]
+    found = _run(db, lambda store: store.list_docs(limit, order=order, include_deleted=deleted))
     if as_json:
-        click.echo(json.dumps(found, indent=2))
+        click.echo(json.dumps([asdict(d) for d in found], indent=2))
         return
     if not found:
         click.echo("no documents")
         return
     rows = [
         [
-            d["name"] + (" (deleted)" if d["deleted_at"] is not None else ""),
-            str(d["updates"]),
-            str(d["rows"]),
-            _size(d["bytes"]),
-            _size(d["history_bytes"]),
-            format_time(d["updated_at"]),
+            d.name + (" (deleted)" if d.deleted_at is not None else ""),
+            str(d.updates),
+            str(d.rows),
+            _size(d.bytes),
+            _size(d.history_bytes),
+            format_time(d.updated_at),
         ]
         for d in found
     ]
@@ -362,26 +377,22 @@ def docs_export(
         collab docs export notes --format json --root content --root meta:map
         collab docs export notes --at "2h ago" -o notes.ydoc
     """
-    with _database(db) as database:
+
+    async def export(store: Store) -> bytes:
         try:
             if fmt == "update":
-                data = admin.export_update(database, name, at)
-            elif fmt == "json":
-                data = (
-                    json.dumps(
-                        admin.export_content(database, name, roots, at),
-                        indent=2,
-                        ensure_ascii=False,
-                    )
-                    + "\n"
-                ).encode()
-            else:
-                if len(roots) > 1:
-                    raise click.UsageError("--format text exports one --root")
-                text = admin.export_text(database, name, roots[0] if roots else "content", at)
-                data = text.encode()
+                return await admin.export_update(store, name, at)
+            if fmt == "json":
+                content = await admin.export_content(store, name, roots, at)
+                return (json.dumps(content, indent=2, ensure_ascii=False) + "\n").encode()
+            if len(roots) > 1:
+                raise click.UsageError("--format text exports one --root")
+            text = await admin.export_text(store, name, roots[0] if roots else "content", at)
+            return text.encode()
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--root") from None
+
+    data = _run(db, export)
     if output == "-":
         if fmt == "update" and sys.stdout.isatty():
             raise click.ClickException(
@@ -426,8 +437,7 @@ def docs_import(db: str, name: str, file: BinaryIO, replace: bool, yes: bool) ->
         click.confirm(
             f"Replace the whole content of {name!r}? Clients holding it must reload", abort=True
         )
-    with _database(db) as database:
-        result = admin.import_update(database, name, data, replace=replace)
+    result = _run(db, lambda store: admin.import_update(store, name, data, replace=replace))
     verb = "replaced" if result.replaced else "merged into"
     click.echo(f"{_size(len(data))} {verb} {name!r} (epoch {result.epoch})")
 
@@ -459,14 +469,20 @@ def docs_compact(db: str, name: str | None, all_docs: bool, retention: float) ->
     """
     if (name is None) == (not all_docs):
         raise click.UsageError("give a document NAME or --all (not both)")
-    with _database(db) as database:
+
+    async def compact(
+        store: Store,
+    ) -> tuple[list[str], list[CompactionResult], list[tuple[str, str]]]:
         if name is not None:
-            existing_doc(database, name)
-        rooms = admin.all_rooms(database) if all_docs else [name or ""]
+            await store.info(name)
+        rooms = await admin.all_rooms(store) if all_docs else [name or ""]
         with click.progressbar(length=len(rooms), label="compacting", file=sys.stderr) as bar:
-            results, failures = admin.compact(
-                database, rooms, retention=retention, progress=bar.update
+            results, failures = await admin.compact(
+                store, rooms, retention=retention, progress=bar.update
             )
+        return rooms, results, failures
+
+    rooms, results, failures = _run(db, compact)
     before = sum(r.bytes_before for r in results)
     after = sum(r.bytes_after for r in results)
     click.echo(
@@ -493,11 +509,14 @@ def docs_delete(db: str, name: str, yes: bool) -> None:
 
         collab docs delete old-notes --yes
     """
-    with _database(db) as database:
-        existing_doc(database, name)
+
+    async def delete(store: Store) -> int:
+        await store.info(name)
         if not yes:
             click.confirm(f"Delete {name!r} and all its history?", abort=True)
-        epoch = admin.delete(database, name)
+        return await admin.delete(store, name)
+
+    epoch = _run(db, delete)
     click.echo(f"deleted {name!r} (now at epoch {epoch})")
 
 
@@ -522,8 +541,7 @@ def docs_history(db: str, name: str, gap: float) -> None:
         collab docs history notes
         collab docs restore notes --at "2026-03-01 14:30"
     """
-    with _database(db) as database:
-        read = read_history(database, name)
+    read = _run(db, lambda store: store.history(name))
     if read.history_from is not None:
         click.echo(
             f"readable from {format_time(read.history_from)}"
@@ -572,8 +590,7 @@ def docs_restore(db: str, name: str, at: float, yes: bool) -> None:
     """
     if not yes:
         click.confirm(f"Restore {name!r} to its content at {format_time(at)}?", abort=True)
-    with _database(db) as database:
-        result = admin.restore(database, name, at)
+    result = _run(db, lambda store: admin.restore(store, name, at))
     roots = ", ".join(f"{root}:{kind}" for root, kind in result.roots) or "none"
     if result.update is None:
         click.echo(f"{name!r} already has its content of {format_time(at)} (roots: {roots})")
@@ -607,10 +624,7 @@ def backup(db: str, path: str, force: bool) -> None:
             bar.update(now - done)
             done = now
 
-        try:
-            size = admin.backup(db, path, force=force, progress=progress)
-        except CollabError as e:
-            raise click.ClickException(str(e)) from None
+        size = _run(db, lambda store: admin.backup(store, path, force=force, progress=progress))
     click.echo(f"backed up {db} to {path} ({_size(size)})")
 
 
@@ -625,13 +639,16 @@ def check(db: str) -> None:
 
         collab check --db data/collab.db
     """
-    with _database(db) as database:
+
+    async def check_all(store: Store) -> tuple[int, list[admin.Problem]]:
         try:
-            count = len(admin.all_rooms(database))
-        except sqlite3.DatabaseError:
+            count = len(await admin.all_rooms(store))
+        except StoreError:
             count = 0  # a damaged file: admin.check reports what it can read
         with click.progressbar(length=count, label="checking", file=sys.stderr) as bar:
-            checked, problems = admin.check(database, progress=bar.update)
+            return await admin.check(store, progress=bar.update)
+
+    checked, problems = _run(db, check_all)
     for problem in problems:
         click.echo(f"FAIL {problem.room!r} ({problem.where}): {problem.error}")
     failed = len({p.room for p in problems})

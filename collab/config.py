@@ -15,7 +15,9 @@ class Settings:
     host: str = "127.0.0.1"
     #: TCP port; 1234 is the y-websocket convention.
     port: int = 1234
-    #: SQLite database file; created with its parent folder on first use. ``:memory:``
+    #: The store (``collab.storage.open_store``): a SQLite database file, created with its
+    #: parent folder on first use, given as a path (``data/collab.db``) or a URL
+    #: (``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``). ``:memory:``
     #: keeps everything in memory (nothing survives a restart).
     db: Path | str = Path("data/collab.db")
     #: Longest time an accepted update waits before its group commit, in seconds. Lower

@@ -2,7 +2,7 @@
 
 Reading a document at time T merges every stored blob created at or before T (the log,
 the history kept for the retention window, the base checkpoint; see
-``collab.storage.sqlite``). Granularity is one update: each keystroke a client sent is
+``collab.storage.sqlite.queries``). Granularity is one update: each keystroke a client sent is
 a row with the time the server received it, until the retention window folds it into
 the base.
 

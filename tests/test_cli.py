@@ -36,7 +36,7 @@ def db_path(tmp_path: Path) -> Path:
     return path
 
 
-def run(db_path: Path, *args: str, input: bytes | str | None = None) -> Result:
+def run(db_path: Path | str, *args: str, input: bytes | str | None = None) -> Result:
     return CliRunner().invoke(cli, [*args, "--db", str(db_path)], input=input)
 
 
@@ -251,3 +251,10 @@ def test_a_document_with_a_damaged_row_can_be_replaced_or_deleted(
         raw.execute("UPDATE updates SET data = x'0105ffffff'")
     ok(run(db_path, "docs", "delete", "notes", "--yes"))
     assert "notes" not in ok(run(db_path, "docs", "list"))
+
+
+def test_the_database_can_be_given_as_a_sqlite_url(db_path: Path, tmp_path: Path) -> None:
+    url = f"sqlite:///{db_path}"  # an absolute path: four slashes
+    assert "notes" in ok(run(url, "docs", "list"))
+    result = run("postgres://x/y", "docs", "list")
+    assert result.exit_code == 1 and "unknown store URL scheme 'postgres'" in result.output

@@ -12,8 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Text
 
+from collab.config import Settings
 from collab.errors import StoreError
 from collab.rooms import build_doc
+from collab.storage import open_store
 from collab.storage.sqlite import SQLiteLog, connect, list_docs
 
 
@@ -88,9 +90,9 @@ async def test_list_docs_reports_sizes(tmp_path: Path) -> None:
         log.append_nowait("small", b"12")
         log.append_nowait("big", b"1234")
         log.append_nowait("big", b"56")
-        docs = {d["name"]: d for d in await log.list_docs()}
-    assert docs["big"]["bytes"] == 6 and docs["big"]["updates"] == 2
-    assert docs["small"]["bytes"] == 2 and docs["small"]["updates"] == 1
+        docs = {d.name: d for d in await log.list_docs()}
+    assert docs["big"].bytes == 6 and docs["big"].updates == 2
+    assert docs["small"].bytes == 2 and docs["small"].updates == 1
 
 
 def test_schema_is_created_once_and_reopens(tmp_path: Path) -> None:
@@ -204,3 +206,67 @@ async def test_a_room_that_cannot_be_stored_does_not_hold_back_the_others(
             await log.flush()
         assert (await log.load("fine")).updates == [b"1", b"3", b"4"]
         assert (await log.load("poison")).updates == [b"0"]
+
+
+# -- open_store: the store URL picks the backend --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("db", "path"),
+    [
+        ("data/c.db", "data/c.db"),
+        ("sqlite:///data/c.db", "data/c.db"),
+        ("SQLite:///data/c.db", "data/c.db"),
+        (":memory:", ":memory:"),
+        ("sqlite://", ":memory:"),
+        ("sqlite:///:memory:", ":memory:"),
+    ],
+)
+def test_open_store_reads_paths_and_sqlite_urls(db: str, path: str) -> None:
+    store = open_store(Settings(db=db))
+    assert isinstance(store, SQLiteLog) and str(store.path) == path
+
+
+def test_open_store_takes_absolute_paths_and_settings(tmp_path: Path) -> None:
+    store = open_store(Settings(db=f"sqlite:///{tmp_path}/c.db", commit_delay=0.5))
+    assert isinstance(store, SQLiteLog)
+    assert (store.path, store.commit_delay) == (f"{tmp_path}/c.db", 0.5)
+    plain = open_store(Settings(db=tmp_path / "c.db"), create=False, background=False)
+    assert isinstance(plain, SQLiteLog)
+    assert (plain.path, plain.create, plain.background) == (str(tmp_path / "c.db"), False, False)
+
+
+async def test_a_relative_sqlite_url_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with open_store(Settings(db="sqlite:///data/c.db", commit_delay=0)) as store:
+        store.append_nowait("doc", b"x")
+    assert (tmp_path / "data" / "c.db").is_file()
+
+
+@pytest.mark.parametrize(
+    ("db", "message"),
+    [
+        ("postgresql://localhost/collab", "unknown store URL scheme 'postgresql'.*sqlite://"),
+        ("redis://x", "supported are a file path, :memory: and sqlite:// URLs"),
+        ("sqlite://host/c.db", "not a SQLite URL: write sqlite:///relative"),
+        ("sqlite:///", "no database given"),
+    ],
+)
+def test_an_unknown_store_url_is_a_clear_error(db: str, message: str) -> None:
+    with pytest.raises(StoreError, match=message):
+        open_store(Settings(db=db))
+
+
+async def test_an_in_memory_store_backs_up_to_a_file(tmp_path: Path) -> None:
+    target = tmp_path / "copy.db"
+    steps: list[tuple[int, int]] = []
+    async with open_store(Settings(db=":memory:", commit_delay=0)) as store:
+        store.append_nowait("doc", b"kept")
+        await store.flush()
+        size = await store.backup(str(target), progress=lambda d, t: steps.append((d, t)))
+        assert (await store.load("doc")).updates == [b"kept"]  # the store carries on
+    assert size == target.stat().st_size and steps and steps[-1][0] == steps[-1][1]
+    async with SQLiteLog(target, create=False) as copy:
+        assert (await copy.load("doc")).updates == [b"kept"]

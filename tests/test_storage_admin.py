@@ -11,9 +11,18 @@ from pycrdt import Text
 
 from collab import admin
 from collab.errors import StoreError
-from collab.storage.sqlite import append_updates, compact_doc, connect, read_doc
+from collab.storage.sqlite import (
+    append_updates,
+    backup_database,
+    compact_doc,
+    connect,
+    delete_doc,
+    doc_names,
+    read_doc,
+)
 from collab.updates import doc_from
 from tests.edits import keystrokes
+from tests.stores import on_store
 
 
 def test_check_passes_a_healthy_database(tmp_path: Path) -> None:
@@ -21,7 +30,7 @@ def test_check_passes_a_healthy_database(tmp_path: Path) -> None:
     append_updates(db, [("a", u, 1.0, None) for u in keystrokes("hello")])
     append_updates(db, [("b", u, 1.0, None) for u in keystrokes("world")])
     compact_doc(db, "a")
-    assert admin.check(db) == (2, [])
+    assert on_store(tmp_path / "c.db", admin.check) == (2, [])
 
 
 def test_check_names_the_document_and_row_that_cannot_be_replayed(tmp_path: Path) -> None:
@@ -36,7 +45,7 @@ def test_check_names_the_document_and_row_that_cannot_be_replayed(tmp_path: Path
             " AND doc_id = (SELECT id FROM documents WHERE name = 'bad')",
             [b"\x01\x05\xff\xff\xff"],
         )
-    checked, problems = admin.check(connect(path))
+    checked, problems = on_store(path, admin.check)
     assert checked == 2
     assert [(p.room, p.where) for p in problems] == [("bad", "updates seq 3")]
 
@@ -48,7 +57,7 @@ def test_check_looks_at_history_and_checkpoints_too(tmp_path: Path) -> None:
     compact_doc(db, "doc", retention=2, now=5)
     db.execute("UPDATE history SET data = x'0102' WHERE seq = 5")
     db.execute("UPDATE checkpoints SET data = x'0103'")
-    _, problems = admin.check(db)
+    _, problems = on_store(tmp_path / "c.db", admin.check)
     assert sorted(p.where for p in problems) == ["checkpoint", "history seq 5"]
 
 
@@ -77,7 +86,9 @@ def test_backup_is_consistent_while_a_writer_commits(tmp_path: Path) -> None:
     thread.start()
     try:
         assert started.wait(10)
-        admin.backup(source, target, pages_per_step=16, progress=lambda d, t: steps.append((d, t)))
+        backup_database(
+            source, target, pages_per_step=16, progress=lambda d, t: steps.append((d, t))
+        )
         written_during = written[0]
     finally:
         stop.set()
@@ -92,7 +103,7 @@ def test_backup_is_consistent_while_a_writer_commits(tmp_path: Path) -> None:
     assert 20 <= len(live) < written_during
     assert live == updates[: len(live)]
     assert str(doc_from(live).get("content", type=Text)) == "x" * len(live)
-    assert admin.check(copy)[1] == []
+    assert on_store(target, admin.check)[1] == []
 
 
 def test_backup_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
@@ -100,27 +111,27 @@ def test_backup_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     connect(source).close()
     target.write_bytes(b"precious")
     with pytest.raises(StoreError, match="--force"):
-        admin.backup(source, target)
+        on_store(source, admin.backup, str(target))
     assert target.read_bytes() == b"precious"
-    admin.backup(source, target, force=True)
+    on_store(source, admin.backup, str(target), force=True)
     assert connect(target, create=False).execute("SELECT count(*) FROM documents").fetchone() == (
         0,
     )
     with pytest.raises(StoreError, match="itself"):
-        admin.backup(source, source, force=True)
+        on_store(source, admin.backup, str(source), force=True)
     with pytest.raises(StoreError, match="no database"):
-        admin.backup(tmp_path / "missing.db", tmp_path / "x.db")
+        on_store(tmp_path / "missing.db", admin.backup, str(tmp_path / "x.db"))
 
 
 def test_check_skips_a_document_deleted_while_it_runs(tmp_path: Path) -> None:
     db = connect(tmp_path / "c.db")
     for name in ("a", "b", "c"):
         append_updates(db, [(name, u, 1.0, None) for u in keystrokes(name)])
-    rooms = admin.all_rooms(db)
+    rooms = on_store(tmp_path / "c.db", admin.all_rooms)
 
     def delete_the_last(_: int) -> None:
-        if rooms[-1] in admin.all_rooms(db):
-            admin.delete(db, rooms[-1])
+        if rooms[-1] in doc_names(db):
+            delete_doc(db, rooms[-1])  # another process, while the check runs
 
-    checked, problems = admin.check(db, progress=delete_the_last)
+    checked, problems = on_store(tmp_path / "c.db", admin.check, progress=delete_the_last)
     assert (checked, problems) == (2, [])

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from pycrdt import Doc, Map, Text
 
 from collab.errors import InvalidUpdateError
-from collab.storage import sqlite as sqlite_module
 from collab.storage.sqlite import (
     SQLiteLog,
     compact_doc,
@@ -26,6 +25,8 @@ from collab.storage.sqlite import (
     read_doc,
     swap_compaction,
 )
+from collab.storage.sqlite import queries as queries_module
+from collab.storage.sqlite import store as store_module
 from collab.updates import doc_from, squash
 from tests.conftest import ROOT
 from tests.edits import keystrokes
@@ -101,7 +102,7 @@ async def test_group_commits_go_on_while_a_compaction_squashes(
         assert release.wait(10)
         return squash(updates)
 
-    monkeypatch.setattr(sqlite_module, "squash", slow_squash)
+    monkeypatch.setattr(store_module, "squash", slow_squash)
     doc: Doc[Any] = Doc()
     first = keystrokes("before ", doc)
     after = keystrokes("during", doc)
@@ -127,7 +128,7 @@ async def test_group_commits_go_on_while_a_compaction_squashes(
 
 def test_compaction_is_skipped_when_the_rows_changed_meanwhile(tmp_path: Path) -> None:
     db = connect(tmp_path / "c.db")
-    sqlite_module.append_updates(db, [("doc", u, 1.0, None) for u in keystrokes("abc")])
+    queries_module.append_updates(db, [("doc", u, 1.0, None) for u in keystrokes("abc")])
     job = read_compaction(db, "doc")
     assert job is not None
     compact_doc(db, "doc")  # another compaction got there first
@@ -139,14 +140,14 @@ def test_an_error_inside_the_swap_rolls_everything_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = connect(tmp_path / "c.db")
-    sqlite_module.append_updates(db, [("doc", u, 1.0, None) for u in keystrokes("abc")])
+    queries_module.append_updates(db, [("doc", u, 1.0, None) for u in keystrokes("abc")])
     job = read_compaction(db, "doc")
     assert job is not None
 
     def fail(*args: object) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(sqlite_module, "_keep_base", fail)
+    monkeypatch.setattr(queries_module, "_keep_base", fail)
     with pytest.raises(sqlite3.OperationalError):
         swap_compaction(db, job, squash(job.updates))
     assert not db.conn.in_transaction
@@ -183,7 +184,7 @@ def test_a_crash_in_the_middle_leaves_the_old_rows(
     path = tmp_path / "c.db"
     db = connect(path)
     updates = keystrokes("crash test")
-    sqlite_module.append_updates(db, [("doc", u, 1.0, None) for u in updates])
+    queries_module.append_updates(db, [("doc", u, 1.0, None) for u in updates])
     db.close()
     result = subprocess.run(
         [sys.executable, "-c", CRASH, str(path), crash_at],
@@ -201,7 +202,7 @@ def test_a_crash_in_the_middle_leaves_the_old_rows(
 def test_after_commit_the_new_row_is_there(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     db = connect(path)
-    sqlite_module.append_updates(db, [("doc", u, 1.0, None) for u in keystrokes("done")])
+    queries_module.append_updates(db, [("doc", u, 1.0, None) for u in keystrokes("done")])
     db.close()
     # Killed right after its transaction: the process never got to close the database.
     crash_after = CRASH.replace('compact_doc(db, "doc")', 'compact_doc(db, "doc"); os._exit(3)')
@@ -221,16 +222,16 @@ def test_updates_waiting_for_missing_dependencies_survive_compaction(tmp_path: P
     first, second, third = keystrokes("abc", doc)
     db = connect(tmp_path / "c.db")
     # The first keystroke never arrived (yet): the other two wait for it.
-    sqlite_module.append_updates(db, [("doc", u, 1.0, None) for u in (second, third)])
+    queries_module.append_updates(db, [("doc", u, 1.0, None) for u in (second, third)])
     compact_doc(db, "doc")
     assert len(read_doc(db, "doc").updates) == 1
-    sqlite_module.append_updates(db, [("doc", first, 2.0, None)])
+    queries_module.append_updates(db, [("doc", first, 2.0, None)])
     assert text_of(read_doc(db, "doc").updates) == "abc"
 
 
 def test_a_corrupt_row_stops_compaction_and_changes_nothing(tmp_path: Path) -> None:
     db = connect(tmp_path / "c.db")
-    sqlite_module.append_updates(
+    queries_module.append_updates(
         db,
         [("doc", u, 1.0, None) for u in keystrokes("ab")] + [("doc", b"\x01\x01\xff", 1.0, None)],
     )
@@ -284,7 +285,7 @@ def test_compacting_at_any_points_loads_the_same_document(
                 del text[start : min(start + len(chars), len(text))]
             else:
                 meta[chars] = position
-            sqlite_module.append_updates(db, [("doc", doc.get_update(before), float(i), None)])
+            queries_module.append_updates(db, [("doc", doc.get_update(before), float(i), None)])
             if i in compact_at:
                 compact_doc(db, "doc", retention=0 if i % 2 else 3600, now=float(i))
         loaded = doc_from(read_doc(db, "doc").updates)

@@ -12,13 +12,21 @@ from pycrdt import Doc, Text
 from collab import admin
 from collab.errors import DocumentNotFoundError
 from collab.storage.base import DocVersion
-from collab.storage.sqlite import SQLiteLog, append_updates, connect, list_docs, read_doc
+from collab.storage.sqlite import (
+    SQLiteLog,
+    append_updates,
+    connect,
+    delete_doc,
+    list_docs,
+    read_doc,
+)
 from collab.updates import (
     decode_state_vector,
     doc_from,
     state_vector_overlaps,
     update_overlaps,
 )
+from tests.stores import on_store
 
 
 def typed(text: str, doc: Doc[Any] | None = None) -> tuple[Doc[Any], bytes]:
@@ -35,7 +43,7 @@ async def test_delete_bumps_the_epoch_and_keeps_the_retired_state_vector(tmp_pat
         log.append_nowait("doc", update, epoch=0)
         await log.flush()
         db = connect(path)
-        assert admin.delete(db, "doc") == 1
+        assert await admin.delete(log, "doc") == 1
         stored = await log.load("doc")
     assert stored.updates == []
     assert stored.epoch == 1
@@ -43,11 +51,12 @@ async def test_delete_bumps_the_epoch_and_keeps_the_retired_state_vector(tmp_pat
     retired = decode_state_vector(stored.retired_state_vectors[0])
     assert retired == decode_state_vector(client.get_state())
     assert list_docs(db) == []  # deleted documents are not listed ...
-    assert list_docs(db, include_deleted=True)[0]["deleted_at"] is not None  # ... unless asked
-    with pytest.raises(DocumentNotFoundError, match="was deleted"):
-        admin.delete(db, "doc")
-    with pytest.raises(DocumentNotFoundError, match="no document"):
-        admin.delete(db, "never-existed")
+    assert list_docs(db, include_deleted=True)[0].deleted_at is not None  # ... unless asked
+    async with SQLiteLog(path, background=False) as other:
+        with pytest.raises(DocumentNotFoundError, match="was deleted"):
+            await admin.delete(other, "doc")
+        with pytest.raises(DocumentNotFoundError, match="no document"):
+            await admin.delete(other, "never-existed")
 
 
 async def test_appends_under_a_retired_epoch_are_refused_and_reported_first(tmp_path: Path) -> None:
@@ -56,7 +65,7 @@ async def test_appends_under_a_retired_epoch_are_refused_and_reported_first(tmp_
     async with SQLiteLog(path, commit_delay=0.05) as log:
         log.append_nowait("doc", first, epoch=0)
         await log.flush()
-        admin.delete(connect(path), "doc")  # another process deletes it
+        delete_doc(connect(path), "doc")  # another process deletes it
         events: list[tuple[str, object]] = []
         log.on_stale(lambda room, epoch: events.append(("stale", (room, epoch))))
         log.on_commit(lambda ticket, _at: events.append(("commit", ticket)))
@@ -82,9 +91,9 @@ async def test_versions_report_epoch_and_generation(tmp_path: Path) -> None:
         log.append_nowait("a", update)
         log.append_nowait("b", update)
         await log.flush()
-        db = connect(path)
-        admin.delete(db, "a")
-        admin.import_update(db, "b", typed("imported")[1])
+        async with SQLiteLog(path, background=False) as other:  # another process
+            await admin.delete(other, "a")
+            await admin.import_update(other, "b", typed("imported")[1])
         versions = await log.versions(["a", "b", "unknown"])
         assert versions == {
             "a": DocVersion(epoch=1, generation=0),
@@ -101,7 +110,7 @@ def test_import_replace_starts_a_new_epoch(tmp_path: Path) -> None:
     old, update = typed("old")
     append_updates(db, [("doc", update, 1.0, 0)])
     _, replacement = typed("new")
-    result = admin.import_update(db, "doc", replacement, replace=True)
+    result = on_store(tmp_path / "c.db", admin.import_update, "doc", replacement, replace=True)
     assert result.epoch == 1 and result.replaced
     stored = read_doc(db, "doc")
     assert str(doc_from(stored.updates).get("content", type=Text)) == "new"
@@ -113,10 +122,10 @@ def test_import_replace_starts_a_new_epoch(tmp_path: Path) -> None:
 def test_an_append_after_delete_revives_the_name_in_the_new_epoch(tmp_path: Path) -> None:
     db = connect(tmp_path / "c.db")
     append_updates(db, [("doc", typed("one")[1], 1.0, 0)])
-    admin.delete(db, "doc")
+    delete_doc(db, "doc")
     result = append_updates(db, [("doc", typed("two")[1], 2.0, 1)])
     assert result.stale == []
-    assert [d["name"] for d in list_docs(db)] == ["doc"]
+    assert [d.name for d in list_docs(db)] == ["doc"]
     assert str(doc_from(read_doc(db, "doc").updates).get("content", type=Text)) == "two"
 
 
@@ -125,7 +134,7 @@ async def test_appends_without_an_epoch_are_never_refused(tmp_path: Path) -> Non
     async with SQLiteLog(path, commit_delay=0) as log:
         log.append_nowait("doc", typed("a")[1])
         await log.flush()
-        admin.delete(connect(path), "doc")
+        delete_doc(connect(path), "doc")
         log.append_nowait("doc", typed("b")[1])
         with anyio.fail_after(5):
             await log.flush()
@@ -138,7 +147,7 @@ def test_history_from_a_retired_epoch_is_recognised_and_new_edits_are_not(
     db = connect(tmp_path / "c.db")
     stale, update = typed("old epoch")
     append_updates(db, [("doc", update, 1.0, 0)])
-    admin.delete(db, "doc")
+    delete_doc(db, "doc")
     (retired,) = read_doc(db, "doc").retired_state_vectors
     # The stale client reconnects: its sync step 1 and its step 2 both give it away ...
     assert state_vector_overlaps(stale.get_state(), retired)

@@ -25,6 +25,7 @@ from collab.storage.sqlite import (
     read_history,
 )
 from collab.updates import doc_from
+from tests.stores import on_store
 
 
 def text_at(db: Database, at: float, room: str = "doc") -> str:
@@ -63,8 +64,13 @@ class Editor:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Database:
-    return connect(tmp_path / "c.db")
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "c.db"
+
+
+@pytest.fixture
+def db(path: Path) -> Database:
+    return connect(path)
 
 
 def test_the_document_reads_as_it_was_at_each_update(db: Database) -> None:
@@ -172,13 +178,13 @@ def test_every_readable_time_gives_the_content_of_then(
         path.unlink()
 
 
-def test_restore_brings_back_the_past_as_a_new_edit(db: Database) -> None:
+def test_restore_brings_back_the_past_as_a_new_edit(db: Database, path: Path) -> None:
     editor = Editor(db)
     editor.type("the good version", at=1)
     editor.delete_first(at=2)
     editor.type(" and then a mistake", at=3)
     rows_before = len(read_doc(db, "doc").updates)
-    result = admin.restore(db, "doc", at=1.5)
+    result = on_store(path, admin.restore, "doc", at=1.5)
     assert result.update is not None
     assert result.roots == [("content", "text")]
     stored = read_doc(db, "doc")
@@ -189,7 +195,7 @@ def test_restore_brings_back_the_past_as_a_new_edit(db: Database) -> None:
     editor.doc.apply_update(result.update)
     assert str(editor.text) == "the good version"
     # Restoring to now changes nothing.
-    assert admin.restore(db, "doc", at=10**10).update is None
+    assert on_store(path, admin.restore, "doc", at=10**10).update is None
 
 
 def test_restore_keeps_concurrent_edits_outside_the_changed_range() -> None:
@@ -257,23 +263,26 @@ def test_root_types_are_detected() -> None:
         parse_root("content:txt")
 
 
-def test_export_formats(db: Database) -> None:
+def test_export_formats(db: Database, path: Path) -> None:
     doc: Doc[Any] = Doc()
     doc.get("content", type=Text).insert(0, "body")
     doc.get("meta", type=Map)["title"] = "T"
     append_updates(db, [("doc", doc.get_update(), 1.0, None)])
-    exported = doc_from([admin.export_update(db, "doc")])
+    exported = doc_from([on_store(path, admin.export_update, "doc")])
     assert str(exported.get("content", type=Text)) == "body"
-    assert admin.export_content(db, "doc") == {"content": "body", "meta": {"title": "T"}}
-    assert admin.export_content(db, "doc", ["meta"]) == {"meta": {"title": "T"}}
-    assert admin.export_text(db, "doc") == "body"
+    assert on_store(path, admin.export_content, "doc") == {
+        "content": "body",
+        "meta": {"title": "T"},
+    }
+    assert on_store(path, admin.export_content, "doc", ["meta"]) == {"meta": {"title": "T"}}
+    assert on_store(path, admin.export_text, "doc") == "body"
     with pytest.raises(DocumentNotFoundError):
-        admin.export_update(db, "missing")
+        on_store(path, admin.export_update, "missing")
 
 
-def test_import_refuses_bytes_pycrdt_cannot_apply(db: Database) -> None:
+def test_import_refuses_bytes_pycrdt_cannot_apply(db: Database, path: Path) -> None:
     with pytest.raises(InvalidUpdateError):
-        admin.import_update(db, "doc", b"\x01\x01\xff\xff")
+        on_store(path, admin.import_update, "doc", b"\x01\x01\xff\xff")
     assert db.execute("SELECT count(*) FROM updates").fetchone()[0] == 0
 
 

@@ -8,7 +8,7 @@ it, and its time is taken on the thread, when it is durable, not when the loop g
 to hearing about it.
 
 A failed commit keeps its batch and is retried with backoff, forever: the items are
-updates the server has accepted, and dropping them would lose them. (SQLiteLog's commit
+updates the server has accepted, and dropping them would lose them. (A backend's commit
 function turns a failure retrying cannot fix, a constraint, into a per-room result of its
 own, so what reaches the retry loop is a locked, full or failing disk.) The thread ends
 after :meth:`CommitThread.stop` once everything queued is committed.

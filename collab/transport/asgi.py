@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote_to_bytes
 
@@ -252,7 +253,7 @@ async def http_endpoint(app: CollabApp, scope: Scope, receive: Receive, send: Se
         except StoreError as e:
             await respond_json(send, 503, {"error": f"the store cannot be read: {e}"}, head)
             return
-        await respond_json(send, 200, {"docs": docs}, head)
+        await respond_json(send, 200, {"docs": [asdict(d) for d in docs]}, head)
     elif path.startswith("/api/"):
         await respond_json(send, 404, {"error": f"no API route {path}"}, head)
     else:
