@@ -14,9 +14,10 @@ import anyio
 import click
 
 from collab import __version__, admin
+from collab.auth import Access, ConfigError, TokenError, issue_token
 from collab.config import SERVERS, Settings
 from collab.errors import CollabError, StoreError
-from collab.history import format_time, parse_time, sessions
+from collab.history import format_time, parse_duration, parse_time, sessions
 from collab.storage import Store, open_store
 from collab.storage.base import (
     CompactionResult,
@@ -655,6 +656,86 @@ def check(db: str) -> None:
     click.echo(f"checked {checked} documents: {failed or 'none'} failed")
     if problems:
         raise SystemExit(1)
+
+
+@cli.group()
+def token() -> None:
+    """Issue access tokens (JWTs) for `collab serve --jwt-secret`.
+
+    A token names the documents it opens (exact names, or prefixes ending in *) and the
+    access it gives them: read (see and follow the document) or write (edit it too).
+    """
+
+
+def _duration_option(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None or value.lower() == "never":
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx, param) from None
+
+
+@token.command("issue")
+@click.option(
+    "--doc",
+    "docs_",
+    multiple=True,
+    required=True,
+    help="A document name or prefix pattern (notes/*); repeat for several.",
+)
+@click.option(
+    "--access",
+    type=click.Choice(["read", "write"]),
+    default="write",
+    help="What the token allows on those documents.",
+)
+@click.option(
+    "--ttl",
+    default="1h",
+    callback=_duration_option,
+    help="How long the token is valid: 90s, 15m, 1h, 7d, or 'never'.",
+)
+@click.option("--sub", "subject", default=None, help="Who the token is for (its sub claim).")
+@click.option("--aud", "audience", default=None, help="Its aud claim (see serve --jwt-audience).")
+@click.option("--iss", "issuer", default=None, help="Its iss claim (see serve --jwt-issuer).")
+@click.option(
+    "--jwt-secret",
+    envvar="COLLAB_JWT_SECRET",
+    required=True,
+    show_envvar=True,
+    help="The HS256 secret the server verifies with (at least 32 bytes).",
+)
+def token_issue(
+    docs_: tuple[str, ...],
+    access: str,
+    ttl: float | None,
+    subject: str | None,
+    audience: str | None,
+    issuer: str | None,
+    jwt_secret: str,
+) -> None:
+    """Print a token for the configured secret.
+
+    Prefer COLLAB_JWT_SECRET to --jwt-secret: a flag's value shows in the process list.
+
+    Example:
+
+        COLLAB_JWT_SECRET=... collab token issue --doc 'notes/*' --access write --ttl 1h
+    """
+    try:
+        issued = issue_token(
+            jwt_secret,
+            list(docs_),
+            Access.parse(access),
+            ttl=ttl,
+            subject=subject,
+            audience=audience,
+            issuer=issuer,
+        )
+    except (ConfigError, TokenError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(issued)
 
 
 def main() -> None:

@@ -77,6 +77,29 @@ def _parse_time(text: str, now: float) -> float:
     return parsed.timestamp()  # naive datetimes are local time
 
 
+def parse_duration(text: str) -> float:
+    """A length of time from the command line, in seconds: ``90``, ``90s``, ``15m``,
+    ``1h``, ``1d12h``, ``2w``.
+
+    :raises ValueError: not a positive duration.
+    """
+    value = text.strip().lower()
+    try:
+        seconds = float(value)
+    except ValueError:
+        if not re.fullmatch(r"(?:\d+(?:\.\d+)?[smhdw])+", value):
+            raise ValueError(
+                f"{text!r} is not a duration: use seconds or units, e.g. 90, 15m, 1h, 7d"
+            ) from None
+        seconds = sum(
+            float(amount) * _UNITS[unit]
+            for amount, unit in re.findall(r"(\d+(?:\.\d+)?)([smhdw])", value)
+        )
+    if not 0 < seconds < 100 * 365 * 86400:
+        raise ValueError(f"{text!r} is not a duration between 1 second and 100 years")
+    return seconds
+
+
 def format_time(seconds: float | None) -> str:
     """Local time to the second, as the CLI prints it."""
     if seconds is None:

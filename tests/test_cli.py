@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 from pycrdt import Doc, Map, Text
 
+from collab.auth import Access, TokenVerifier
 from collab.cli import cli
 from collab.storage.sqlite import append_updates, connect
 from collab.updates import doc_from
@@ -258,3 +259,34 @@ def test_the_database_can_be_given_as_a_sqlite_url(db_path: Path, tmp_path: Path
     assert "notes" in ok(run(url, "docs", "list"))
     result = run("postgres://x/y", "docs", "list")
     assert result.exit_code == 1 and "unknown store URL scheme 'postgres'" in result.output
+
+
+def test_token_issue_prints_a_token_the_server_would_accept() -> None:
+    secret = "k" * 32
+    result = CliRunner().invoke(
+        cli,
+        ["token", "issue", "--doc", "notes/*", "--doc", "handbook", "--access", "read"],
+        env={"COLLAB_JWT_SECRET": secret},
+    )
+    assert result.exit_code == 0, result.output
+    grants = TokenVerifier.from_secret(secret).verify(result.output.strip())
+    assert grants.access_for("notes/plan") is Access.READ
+    assert grants.access_for("handbook") is Access.READ
+    assert grants.access_for("other") is None
+    assert grants.expires_at is not None and 3500 < grants.expires_at - time.time() <= 3600
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--doc", "a", "--jwt-secret", "short"], "at least 32"),
+        (["--doc", "a", "--jwt-secret", "k" * 32, "--ttl", "5x"], "not a duration"),
+        (["--doc", "a*b", "--jwt-secret", "k" * 32], "bad document pattern"),
+        (["--jwt-secret", "k" * 32], "Missing option '--doc'"),
+    ],
+)
+def test_token_issue_refuses_bad_input_in_one_line(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(cli, ["token", "issue", *args], env={"COLLAB_JWT_SECRET": None})
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
