@@ -1,4 +1,5 @@
-"""build_app(settings): wires storage, rooms and transport, and owns the lifespan.
+"""build_app(settings, extensions=...): wires storage, bus, hooks, rooms and transport,
+and owns the lifespan.
 
 The app is plain ASGI. Under an ASGI server it starts on the ``lifespan`` startup event
 and, on shutdown, closes every peer with 1001 and commits every queued update before
@@ -9,28 +10,33 @@ the outer app's own lifespan in ``async with app.running(): ...``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
 
 from collab.config import Settings
 from collab.errors import CloseCode, CollabError
+from collab.hooks import Hooks
 from collab.rooms import RoomManager
 from collab.storage import Store, open_store
-from collab.transport.asgi import http_endpoint, websocket_endpoint
+from collab.transport.http import http_app
 from collab.transport.peer import WebSocketPeer
 from collab.transport.types import Receive, Scope, Send
+from collab.transport.websocket import websocket_endpoint
 
 log = logging.getLogger("collab")
 
 
 class CollabApp:
-    """The collab ASGI application."""
+    """The collab ASGI application (it is the transport's
+    :class:`~collab.transport.interface.Server`)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, extensions: Sequence[object] = ()) -> None:
         self.settings = settings
+        self.hooks = Hooks(extensions)
         self.peers: set[WebSocketPeer] = set()
+        self._http = http_app(self)
         self.ready = False
         self.stopping = False
         #: Why the lifespan startup failed, if it did (the ASGI server reports it its own way).
@@ -54,7 +60,7 @@ class CollabApp:
     async def running(self) -> AsyncGenerator[CollabApp]:
         """Open the store and the rooms; on exit close every peer and commit everything."""
         async with open_store(self.settings) as store:
-            async with RoomManager(store, self.settings) as rooms:
+            async with RoomManager(store, self.settings, hooks=self.hooks) as rooms:
                 self._store, self._rooms = store, rooms
                 self.ready, self.stopping = True, False
                 try:
@@ -82,7 +88,7 @@ class CollabApp:
         if kind == "websocket":
             await websocket_endpoint(self, scope, receive, send)
         elif kind == "http":
-            await http_endpoint(self, scope, receive, send)
+            await self._http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -102,6 +108,10 @@ class CollabApp:
         await send({"type": "lifespan.shutdown.complete"})
 
 
-def build_app(settings: Settings | None = None) -> CollabApp:
-    """Create the collab ASGI app; nothing is opened until its lifespan starts."""
-    return CollabApp(settings or Settings())
+def build_app(settings: Settings | None = None, extensions: Sequence[object] = ()) -> CollabApp:
+    """Create the collab ASGI app; nothing is opened until its lifespan starts.
+
+    :param extensions: objects with the hooks of :class:`collab.hooks.Extension`, called
+        in this order (``docs/extensions.md``).
+    """
+    return CollabApp(settings or Settings(), extensions)

@@ -19,6 +19,11 @@ CLOSED = Counter(
     "Connections the server closed (not the client), by close code.",
     ["code"],
 )
+REFUSED = Counter(
+    "collab_messages_refused_total",
+    "Messages refused without closing the connection (read_only: an update from a viewer).",
+    ["reason"],
+)
 COMMIT_SECONDS = Histogram(
     "collab_commit_seconds",
     "Time from accepting an update to its group commit being durable.",

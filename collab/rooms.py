@@ -21,6 +21,12 @@ update and nothing changes. Deliveries still count per edit: every edit reaches 
 other peer. The manager's flusher task runs the flush; a room with no manager flushes at
 the end of each ``receive``.
 
+Connections carry an :class:`~collab.hooks.Identity` (from the authentication hook): a
+room refuses the updates of a read-only one, telling it once with y-protocols'
+"permission denied", and still sends it the document and awareness. What a room accepts
+it reports to the extensions (``on_change``, and ``on_store`` once durable) and publishes
+on the bus; what arrives from the bus is applied and relayed, never stored again.
+
 The :class:`RoomManager` owns the rooms: it loads each document exactly once however many
 peers arrive together (single-flight), never hands out a room before its load finished
 (serving an empty doc while it loads is the data-loss bug of y-websocket#81 and
@@ -32,9 +38,10 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Protocol
 
 import anyio
@@ -42,12 +49,24 @@ from anyio import AsyncContextManagerMixin
 from pycrdt import Awareness, Doc, Subscription
 
 from collab import metrics
+from collab.auth import Access
+from collab.bus import Bus, LocalBus
 from collab.config import Settings
 from collab.errors import CloseCode, InvalidUpdateError, RemoteProtocolError, StoreError
+from collab.hooks import (
+    ChangePayload,
+    ExtensionError,
+    Hooks,
+    Identity,
+    LoadPayload,
+    Origin,
+    StorePayload,
+)
 from collab.protocol import (
     Ack,
     AwarenessUpdate,
     Message,
+    PermissionDenied,
     QueryAwareness,
     SyncStep1,
     SyncStep2,
@@ -56,7 +75,7 @@ from collab.protocol import (
     encode,
 )
 from collab.protocol.codec import check_awareness_update
-from collab.storage.base import StoredDoc, UpdateLog
+from collab.storage.base import DocVersion, StoredDoc, UpdateLog
 from collab.updates import (
     EMPTY_UPDATE,
     apply_update,
@@ -77,6 +96,10 @@ class Peer(Protocol):
 
     #: The peer asked for durability acknowledgements (``?ack=1``).
     wants_ack: bool
+    #: Who it is and what it may do (READ: its updates are refused).
+    identity: Identity
+    #: For logs and hook origins: the client address.
+    label: str
 
     def send_nowait(self, frame: bytes) -> None:
         """Queue a frame; a peer whose queue is full closes itself (code 4500)."""
@@ -86,6 +109,11 @@ class Peer(Protocol):
         """Close the connection with ``code`` at the next checkpoint."""
         ...
 
+
+READ_ONLY_REASON = "this connection may read the document but not edit it"
+#: The origin of what arrives from other nodes over the bus.
+BUS_ORIGIN = Origin("bus")
+STORE_ORIGIN = Origin("store")
 
 STALE_REASON = "this document was deleted or replaced since you loaded it; reload the page"
 
@@ -122,6 +150,9 @@ class Room:
         retired_state_vectors: Iterable[bytes] = (),
         schedule_flush: Callable[[Room], None] | None = None,
         awaiting_ack: set[Room] | None = None,
+        hooks: Hooks | None = None,
+        publish: Callable[[str, bytes], None] | None = None,
+        publish_awareness: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self.name = name
         self.doc = doc
@@ -163,6 +194,13 @@ class Room:
         self._batch: list[tuple[Peer, bytes]] = []
         self._batch_since = 0.0  # time.monotonic() the batch's first update was applied
         self._schedule_flush = schedule_flush
+        self.hooks = hooks if hooks is not None else Hooks()
+        # Updates appended but not yet durable, kept only while an extension has on_store.
+        self._unstored: deque[tuple[int, bytes]] = deque()
+        self._publish = publish
+        self._publish_awareness = publish_awareness
+        # Read-only peers already told that their updates are refused.
+        self._told_read_only: set[Peer] = set()
 
     # -- peers -----------------------------------------------------------------
 
@@ -186,9 +224,11 @@ class Room:
         """Remove a peer and, at once, the awareness states it controlled."""
         client_ids = self.peers.pop(peer, set())
         self._ack_peers.discard(peer)
+        self._told_read_only.discard(peer)
         if not self._ack_peers:
             self._unacked.clear()
-            self._awaiting_ack.discard(self)
+            if not self._unstored:
+                self._awaiting_ack.discard(self)
         if client_ids:
             self.awareness.remove_awareness_states(list(client_ids), origin=None)
         if not self.peers:
@@ -204,6 +244,8 @@ class Room:
         """
         match message:
             case SyncUpdate(update) | SyncStep2(update):
+                if peer.identity.access < Access.WRITE:
+                    return self._refuse_read_only(peer, update)
                 if self.retired:
                     self._check_update_epoch(update)
                 self._apply(peer, update)
@@ -228,9 +270,18 @@ class Room:
                 return []
             case QueryAwareness():
                 return [self._awareness_frame()] if self.awareness.states else []
-            case Ack() | Unknown():
+            case Ack() | PermissionDenied() | Unknown():
                 return []  # y-protocols: ignore message types you do not handle
         raise AssertionError(f"unhandled message {message!r}")
+
+    def _refuse_read_only(self, peer: Peer, update: bytes) -> list[bytes]:
+        # Not applied, stored or relayed. A viewer's own sync step 2 is usually empty,
+        # and says nothing worth a warning.
+        if update == EMPTY_UPDATE or peer in self._told_read_only:
+            return []
+        self._told_read_only.add(peer)
+        metrics.REFUSED.labels(reason="read_only").inc()
+        return [encode(PermissionDenied(READ_ONLY_REASON))]
 
     # -- epochs ----------------------------------------------------------------
     #
@@ -277,6 +328,25 @@ class Room:
         if missing != EMPTY_UPDATE:
             apply_update(self.doc, missing)
             self.broadcast(encode(SyncUpdate(missing)))  # already stored: not appended again
+            self._report_change(missing, STORE_ORIGIN)
+
+    def receive_from_bus(self, update: bytes) -> None:
+        """Another node accepted ``update``: apply it and pass it on; it is stored there."""
+        self._changed = False
+        apply_update(self.doc, update)
+        if self._changed or has_pending(self.doc, update):
+            self.broadcast(encode(SyncUpdate(update)))
+            self._report_change(update, BUS_ORIGIN)
+
+    def receive_awareness_from_bus(self, payload: bytes) -> None:
+        try:
+            self.awareness.apply_awareness_update(payload, origin=BUS_ORIGIN)
+        except (IndexError, RuntimeError, ValueError, TypeError) as e:
+            log.warning("malformed awareness update for %r from the bus: %s", self.name, e)
+
+    def _report_change(self, update: bytes, origin: Origin) -> None:
+        if self.hooks.on_change:
+            self.hooks.changed(ChangePayload(self.name, update, origin))
 
     def _on_doc_change(self, event: object) -> None:
         self._changed = True
@@ -307,6 +377,22 @@ class Room:
                 self._prune_pending()
                 self._pending_limit = max(64, 2 * len(self._pending))
         metrics.UPDATES.inc()
+        if self.hooks.on_change:
+            try:
+                self.hooks.changed(
+                    ChangePayload(
+                        self.name, update, Origin("connection", sender.identity, sender.label)
+                    )
+                )
+            except Exception as e:
+                # The update is in the doc already, so it is batched all the same: the
+                # other peers must not miss what the doc holds.
+                log.exception("on_change hook failed for %r", self.name)
+                self._batch_update(sender, update)
+                raise ExtensionError(f"an extension failed on this update: {e}") from e
+        self._batch_update(sender, update)
+
+    def _batch_update(self, sender: Peer, update: bytes) -> None:
         if not self._batch:
             self._batch_since = time.monotonic()
             if self._schedule_flush is not None:
@@ -359,6 +445,11 @@ class Room:
         metrics.note_stored(self._last_ticket, self._batch_since)
         if self._ack_peers:
             self._await_ack()
+        if self.hooks.on_store:
+            self._unstored.append((self._last_ticket, update))
+            self._awaiting_ack.add(self)
+        if self._publish is not None:
+            self._publish(self.name, update)
 
     def broadcast(self, frame: bytes, exclude: Peer | None = None) -> None:
         for peer in list(self.peers):
@@ -402,6 +493,13 @@ class Room:
         # Relayed to every peer, the sender included: a client alone in a room must still
         # hear its own renewals, or y-websocket closes the connection after 30 s of silence.
         self.broadcast(encode(AwarenessUpdate(payload)))
+        if (
+            self._publish_awareness is not None
+            and changed
+            and origin is not BUS_ORIGIN
+            and origin != "timeout"  # other nodes expire their copies by the same timeout
+        ):
+            self._publish_awareness(self.name, payload)
 
     def _awareness_frame(self) -> bytes:
         """Every awareness state, as one frame (kept until the next change)."""
@@ -446,7 +544,13 @@ class Room:
         state_vector = None
         while self._unacked and self._unacked[0][0] <= durable_ticket:
             _, state_vector = self._unacked.popleft()
-        if not self._unacked:
+        if self._unstored and self._unstored[0][0] <= durable_ticket:
+            stored: list[bytes] = []
+            while self._unstored and self._unstored[0][0] <= durable_ticket:
+                stored.append(self._unstored.popleft()[1])
+            update = stored[0] if len(stored) == 1 else merge(stored)
+            self.hooks.stored(StorePayload(self.name, update))
+        if not self._unacked and not self._unstored:
             self._awaiting_ack.discard(self)
         if state_vector is not None:
             frame = encode(Ack(state_vector))
@@ -468,38 +572,69 @@ def build_doc(name: str, updates: list[bytes], chunks: list[bytes] | None = None
 
 
 class RoomManager(AsyncContextManagerMixin):
-    """Owns every open room; loads, expires and unloads them."""
+    """Owns every open room; loads, expires and unloads them. One node of a bus.
 
-    def __init__(self, store: UpdateLog, settings: Settings) -> None:
+    Without a ``bus`` it runs a :class:`~collab.bus.LocalBus` of its own, which polls
+    the store for what other processes changed.
+    """
+
+    #: Most updates from the bus kept for a document while it loads.
+    MAX_EARLY_UPDATES = 1024
+
+    def __init__(
+        self,
+        store: UpdateLog,
+        settings: Settings,
+        *,
+        hooks: Hooks | None = None,
+        bus: Bus | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
+        self.hooks = hooks if hooks is not None else Hooks()
+        self.node_id = uuid.uuid4().hex
         self.rooms: dict[str, Room] = {}
         self._loading: dict[str, anyio.Event] = {}
+        # What the bus delivered for documents still loading, applied once they are.
+        self._early: dict[str, list[bytes]] = {}
         self._dirty: list[Room] = []
         self._awaiting_ack: set[Room] = set()
         self._dirty_event = anyio.Event()
+        self._own_bus = bus is None
+        self.bus: Bus = bus if bus is not None else LocalBus(store, self._sweep_interval())
+        self.bus.join(self)
         store.on_commit(self._on_commit)
         store.on_stale(self._on_stale)
         store.on_failed(self._on_failed)
         metrics.ROOMS.set_function(lambda: len(self.rooms))
 
+    def _sweep_interval(self) -> float:
+        settings = self.settings
+        return max(min(2.0, settings.awareness_timeout / 10, settings.idle_unload / 2), 0.05)
+
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[RoomManager]:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._sweep)
-            tg.start_soon(self._flusher)
-            try:
-                yield self
-            finally:
-                tg.cancel_scope.cancel()
-                self.flush_all()  # the store is still open: nothing accepted is dropped
-                for room in self.rooms.values():
-                    room.close()
+        async with AsyncExitStack() as stack:
+            if self._own_bus:
+                assert isinstance(self.bus, LocalBus)
+                await stack.enter_async_context(self.bus)
+            stack.callback(self.bus.leave, self)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._sweep)
+                tg.start_soon(self._flusher)
+                try:
+                    yield self
+                finally:
+                    tg.cancel_scope.cancel()
+                    self.flush_all()  # the store is still open: nothing accepted is dropped
+                    for room in self.rooms.values():
+                        room.close()
 
     async def open(self, name: str) -> Room:
         """Return the room for ``name``, loading it from the store if needed.
 
         :raises StoreError: the document could not be loaded.
+        :raises ExtensionError: an ``on_load`` hook failed; the room is not kept.
         """
         while True:
             room = self.rooms.get(name)
@@ -510,11 +645,15 @@ class RoomManager(AsyncContextManagerMixin):
                 await loading.wait()
                 continue  # loaded by another peer, or failed: then this one tries again
             loading = self._loading[name] = anyio.Event()
+            self._early[name] = []
             try:
+                # Subscribed before the load: what another node publishes meanwhile is
+                # kept in _early and applied after it.
+                await self.bus.subscribe(self, name)
                 stored = await self.store.load(name)
                 chunks: list[bytes] = []
                 doc = build_doc(name, stored.updates, chunks)
-                room = self.rooms[name] = Room(
+                room = Room(
                     name,
                     doc,
                     self.store,
@@ -523,13 +662,82 @@ class RoomManager(AsyncContextManagerMixin):
                     retired_state_vectors=stored.retired_state_vectors,
                     schedule_flush=self._schedule_flush,
                     awaiting_ack=self._awaiting_ack,
+                    hooks=self.hooks,
+                    publish=self._publish_update,
+                    publish_awareness=self._publish_awareness,
                 )
+                if self.hooks.on_load:
+                    try:
+                        await self.hooks.loaded(LoadPayload(name, doc))
+                    except Exception as e:
+                        log.exception("on_load hook failed for %r", name)
+                        room.close()
+                        raise ExtensionError(
+                            f"an extension failed loading the document: {e}"
+                        ) from e
+                for update in self._early.pop(name, ()):
+                    room.receive_from_bus(update)
+                self.rooms[name] = room
                 log.debug("loaded %r from %d stored updates", name, len(stored.updates))
                 room.unscanned = chunks
                 return room
             finally:
+                self._early.pop(name, None)
+                if name not in self.rooms:
+                    self.bus.unsubscribe(self, name)
                 del self._loading[name]
                 loading.set()
+
+    # -- the bus -------------------------------------------------------------------
+
+    def _publish_update(self, name: str, update: bytes) -> None:
+        self.bus.publish_update(self, name, update)
+
+    def _publish_awareness(self, name: str, payload: bytes) -> None:
+        self.bus.publish_awareness(self, name, payload)
+
+    def on_bus_update(self, document: str, update: bytes) -> None:
+        room = self.rooms.get(document)
+        if room is not None:
+            try:
+                room.receive_from_bus(update)
+            except InvalidUpdateError as e:
+                log.error("update for %r from the bus cannot be applied: %s", document, e)
+            return
+        early = self._early.get(document)
+        if early is not None:
+            if len(early) >= self.MAX_EARLY_UPDATES:
+                # Past the bound the load itself must bring it: the publisher stored it
+                # before publishing, and a load waits for what is queued.
+                del early[0]
+            early.append(update)
+
+    def on_bus_awareness(self, document: str, payload: bytes) -> None:
+        room = self.rooms.get(document)
+        if room is not None:
+            room.receive_awareness_from_bus(payload)
+
+    def open_documents(self) -> Mapping[str, object]:
+        return dict(self.rooms)
+
+    async def poll_versions(self) -> None:
+        """Notice documents that other processes deleted, replaced or appended to."""
+        await self.bus.poll()
+
+    async def on_stored_versions(
+        self, polled: Mapping[str, object], versions: Mapping[str, DocVersion]
+    ) -> None:
+        for name, version in versions.items():
+            room = self.rooms.get(name)
+            if room is None or room is not polled.get(name):
+                continue  # unloaded or reloaded since: a newer room is not judged by this
+            if version.epoch != room.epoch:
+                self._retire(room)
+            elif version.generation != room.generation:
+                room.flush()
+                stored = await self.store.load(name)
+                if self.rooms.get(name) is room and stored.epoch == room.epoch:
+                    room.catch_up(stored)
 
     def _schedule_flush(self, room: Room) -> None:
         self._dirty.append(room)
@@ -575,25 +783,8 @@ class RoomManager(AsyncContextManagerMixin):
         """Take ``room`` out of service: no longer found by name, acknowledged or observed."""
         del self.rooms[room.name]
         self._awaiting_ack.discard(room)
+        self.bus.unsubscribe(self, room.name)
         room.close()
-
-    async def poll_versions(self) -> None:
-        """Notice documents that other processes deleted, replaced or appended to."""
-        if not self.rooms:
-            return
-        polled = dict(self.rooms)
-        versions = await self.store.versions(list(polled))
-        for name, version in versions.items():
-            room = self.rooms.get(name)
-            if room is None or room is not polled[name]:
-                continue  # unloaded or reloaded since: a newer room is not judged by this
-            if version.epoch != room.epoch:
-                self._retire(room)
-            elif version.generation != room.generation:
-                room.flush()
-                stored = await self.store.load(name)
-                if self.rooms.get(name) is room and stored.epoch == room.epoch:
-                    room.catch_up(stored)
 
     def _on_commit(self, durable_ticket: int, committed_at: float) -> None:
         metrics.note_committed(durable_ticket, committed_at)
@@ -601,15 +792,11 @@ class RoomManager(AsyncContextManagerMixin):
             room.on_commit(durable_ticket)
 
     async def _sweep(self) -> None:
-        interval = min(2.0, self.settings.awareness_timeout / 10, self.settings.idle_unload / 2)
+        interval = self._sweep_interval()
         timeout_ms = int(self.settings.awareness_timeout * 1000)
         while True:
-            await anyio.sleep(max(interval, 0.05))
+            await anyio.sleep(interval)
             self.sweep(time.monotonic(), int(time.time() * 1000), timeout_ms)
-            try:
-                await self.poll_versions()
-            except StoreError as e:
-                log.error("cannot poll document versions: %s", e)
 
     def sweep(self, now: float, now_ms: int, timeout_ms: int) -> None:
         """Expire stale awareness states, unload rooms empty for ``idle_unload`` s, and

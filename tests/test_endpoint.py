@@ -16,8 +16,8 @@ from collab.config import Settings
 from collab.errors import CloseCode
 from collab.protocol import SyncStep1, encode
 from collab.rooms import Room
-from collab.transport import asgi
-from collab.transport.asgi import http_endpoint, websocket_endpoint
+from collab.transport import http as http_routes
+from collab.transport.websocket import websocket_endpoint
 
 SCOPE = {"type": "websocket", "path": "/doc", "raw_path": b"/doc", "query_string": b""}
 
@@ -63,7 +63,7 @@ async def http(app: Any, path: str, method: str = "GET") -> tuple[int, dict[str,
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    await http_endpoint(app, scope, receive, send)
+    await app(scope, receive, send)
     start, body = sent
     headers = {k.decode(): v.decode() for k, v in start["headers"]}
     return start["status"], headers, body["body"]
@@ -89,7 +89,7 @@ async def test_the_document_list_answers_while_the_database_is_locked(tmp_path: 
         locker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
         try:
             app.store.append_nowait("waiting", b"\x00\x00")
-            with anyio.fail_after(asgi.LIST_FLUSH_TIMEOUT + 5):
+            with anyio.fail_after(http_routes.LIST_FLUSH_TIMEOUT + 5):
                 status, _, body = await http(app, "/api/docs")
         finally:
             locker.execute("ROLLBACK")

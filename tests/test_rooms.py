@@ -16,6 +16,7 @@ from pycrdt import Awareness, Doc, Text, write_message, write_var_uint
 
 from collab.config import Settings
 from collab.errors import CloseCode, InvalidUpdateError, RemoteProtocolError
+from collab.hooks import ANONYMOUS_WRITER, Identity
 from collab.protocol import (
     Ack,
     AwarenessUpdate,
@@ -36,6 +37,8 @@ from collab.transport.peer import WebSocketPeer
 class FakePeer:
     wants_ack: bool = False
     frames: list[bytes] = field(default_factory=list)
+    identity: Identity = ANONYMOUS_WRITER
+    label: str = "fake"
 
     closed: tuple[int, str] | None = None
 

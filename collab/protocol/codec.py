@@ -20,9 +20,11 @@ from pycrdt._sync import (
 from collab.errors import RemoteProtocolError
 from collab.protocol.messages import (
     Ack,
+    AuthType,
     AwarenessUpdate,
     Message,
     MessageType,
+    PermissionDenied,
     QueryAwareness,
     SyncStep1,
     SyncStep2,
@@ -78,6 +80,7 @@ def decode(frame: bytes) -> Message:
         return QueryAwareness()
     if message_type == MessageType.ACK:
         return Ack(_read_bytes(decoder))
+    # AUTH included: only a server sends it (PermissionDenied), so a client's is ignored.
     return Unknown(message_type)
 
 
@@ -99,6 +102,10 @@ def encode(message: Message) -> bytes:
             return _QUERY_AWARENESS_FRAME
         case Ack(state_vector):
             return write_var_uint(MessageType.ACK) + write_message(state_vector)
+        case PermissionDenied(reason):
+            # lib0's writeVarString: the UTF-8 byte length, then the bytes
+            header = write_var_uint(MessageType.AUTH) + write_var_uint(AuthType.PERMISSION_DENIED)
+            return header + write_message(reason.encode("utf-8"))
     raise ValueError(f"cannot encode {message!r}")
 
 

@@ -25,6 +25,13 @@ class MessageType(IntEnum):
     ACK = 100
 
 
+class AuthType(IntEnum):
+    """Sub-types of an AUTH message (y-protocols ``auth.js``)."""
+
+    #: The receiver was denied what it tried; a UTF-8 reason follows.
+    PERMISSION_DENIED = 0
+
+
 class SyncType(IntEnum):
     """Sub-types of a SYNC message (y-protocols ``sync.js``)."""
 
@@ -71,10 +78,27 @@ class Ack:
 
 
 @dataclass(frozen=True, slots=True)
+class PermissionDenied:
+    """y-protocols ``auth.js``: the sender may not do what it tried (collab: edit a
+    document it may only read). The stock client logs the reason and stays connected."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Unknown:
     """A message type collab does not handle; the protocol says to ignore it."""
 
     type: int
 
 
-Message = SyncStep1 | SyncStep2 | SyncUpdate | AwarenessUpdate | QueryAwareness | Ack | Unknown
+Message = (
+    SyncStep1
+    | SyncStep2
+    | SyncUpdate
+    | AwarenessUpdate
+    | QueryAwareness
+    | Ack
+    | PermissionDenied
+    | Unknown
+)

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 from collab.errors import CloseCode
+from collab.hooks import ANONYMOUS_WRITER, Identity
 from collab.transport.types import Send
 
 log = logging.getLogger("collab.peer")
@@ -41,13 +42,23 @@ class WebSocketPeer:
         "_send",
         "close_code",
         "close_reason",
+        "identity",
         "label",
         "wants_ack",
     )
 
-    def __init__(self, send: Send, *, queue_size: int, wants_ack: bool, label: str) -> None:
+    def __init__(
+        self,
+        send: Send,
+        *,
+        queue_size: int,
+        wants_ack: bool,
+        label: str,
+        identity: Identity = ANONYMOUS_WRITER,
+    ) -> None:
         self.wants_ack = wants_ack
         self.label = label
+        self.identity = identity
         self.close_code: CloseCode | None = None
         self.close_reason = ""
         self._send = send

@@ -21,12 +21,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio.to_thread
+from starlette.responses import Response
 
+from collab.transport import responses
 from collab.transport.types import Receive, Scope, Send
 
 #: Where ``web/build.mjs`` writes the bundle (shipped as package data of ``collab``).
@@ -178,76 +179,46 @@ class StaticFiles:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http", "static files answer plain HTTP requests only"
+        response = await self.response(scope)
+        await responses.respond(response, scope, receive, send)
+
+    async def response(self, scope: Scope) -> Response:
+        """The answer to one request for a file of the bundle."""
         method = scope["method"]
         if method not in ("GET", "HEAD"):
-            await send_text(send, 405, "method not allowed", [(b"allow", b"GET, HEAD")], head=False)
-            return
-        head = method == "HEAD"
+            return responses.text(405, "method not allowed", {"allow": "GET, HEAD"})
         name = route(scope["path"])
         assets = await self.assets()
         asset = assets.get(name) if name is not None else None
         if asset is None:
             if name in ("/index.html", "/editor.html") and not assets:
-                await send_text(
-                    send,
-                    503,
-                    "collab's web bundle is missing: run `cd web && npm ci && npm run build`",
-                    head=head,
+                return responses.text(
+                    503, "collab's web bundle is missing: run `cd web && npm ci && npm run build`"
                 )
-            else:
-                await send_text(send, 404, "not found", head=head)
-            return
+            return responses.text(404, "not found")
 
         request_headers = dict(scope.get("headers") or [])
         accept_encoding = request_headers.get(b"accept-encoding", b"").decode("latin-1")
         chosen = asset.choose(accept_encoding)
-        headers = [
-            (b"cache-control", asset.cache_control.encode()),
-            (b"etag", chosen.etag.encode()),
-            (b"x-content-type-options", b"nosniff"),
-        ]
+        headers = {
+            "cache-control": asset.cache_control,
+            "etag": chosen.etag,
+            "x-content-type-options": "nosniff",
+        }
         if asset.gzipped is not None:
-            headers.append((b"vary", b"accept-encoding"))
+            headers["vary"] = "accept-encoding"
         if asset.is_page:
-            headers.append((b"content-security-policy", PAGE_POLICY.encode()))
-            headers.append((b"referrer-policy", b"no-referrer"))
+            headers["content-security-policy"] = PAGE_POLICY
+            headers["referrer-policy"] = "no-referrer"
 
         if_none_match = request_headers.get(b"if-none-match")
         if if_none_match is not None and etag_matches(if_none_match.decode("latin-1"), chosen.etag):
-            await send_response(send, 304, headers, b"", head=True)
-            return
+            return Response(b"", 304, headers)
 
-        headers.append((b"content-type", asset.content_type.encode()))
-        headers.append((b"content-length", str(len(chosen.body)).encode()))
+        headers["content-type"] = asset.content_type
         if chosen.encoding is not None:
-            headers.append((b"content-encoding", chosen.encoding.encode()))
-        await send_response(send, 200, headers, chosen.body, head=head)
-
-
-async def send_response(
-    send: Send, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes, *, head: bool
-) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": list(headers)})
-    await send({"type": "http.response.body", "body": b"" if head else body})
-
-
-async def send_text(
-    send: Send,
-    status: int,
-    text: str,
-    extra: Iterable[tuple[bytes, bytes]] = (),
-    *,
-    head: bool,
-) -> None:
-    body = (text + "\n").encode()
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-cache"),
-        (b"x-content-type-options", b"nosniff"),
-        *extra,
-    ]
-    await send_response(send, status, headers, body, head=head)
+            headers["content-encoding"] = chosen.encoding
+        return Response(chosen.body, 200, headers)
 
 
 _default = StaticFiles()

@@ -1,39 +1,41 @@
-"""The ASGI side: websocket connections to rooms, and the plain HTTP routes.
+"""The websocket endpoint: one connection to the room of the document its path names.
 
-Routing rule: every websocket upgrade, at any path, is a connection to the document
-named by that path. Plain HTTP requests go to ``/healthz``, ``/readyz``, ``/api/...`` or,
-for anything else, the browser editor's static files. So HTTP paths never collide with
-document names.
+Every websocket upgrade, at any path, is a connection to the document named by that path
+(:func:`room_name`); plain HTTP never comes here (``collab.transport.http``). The
+connection is accepted first, even to refuse it, so that a close code and reason reach
+the client; then the extensions authenticate it (:meth:`collab.hooks.Hooks.authenticate`),
+its room is opened, and its frames go through :meth:`collab.rooms.Room.receive` in this
+one coroutine: no task per connection, eager writes (``collab.transport.peer``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+import time
 from urllib.parse import parse_qs, unquote_to_bytes
 
 import anyio
 
 from collab import metrics
 from collab.errors import CloseCode, RemoteProtocolError, StoreError
+from collab.hooks import (
+    ANONYMOUS_WRITER,
+    AuthenticatePayload,
+    DisconnectPayload,
+    ExtensionError,
+    Identity,
+    Refused,
+)
 from collab.protocol import decode
-from collab.transport import static
+from collab.transport.interface import Server
 from collab.transport.peer import WebSocketPeer
 from collab.transport.types import Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from collab.app import CollabApp
 
 log = logging.getLogger("collab.transport")
 
 #: Longest document name accepted, in UTF-8 bytes.
 MAX_NAME_BYTES = 512
-#: Longest a document listing waits for queued updates to commit before it answers
-#: without them (a locked database would otherwise hold the request open indefinitely).
-LIST_FLUSH_TIMEOUT = 2.0
 
 
 def room_name(scope: Scope) -> str:
@@ -88,7 +90,39 @@ async def _close(send: Send, code: int, reason: str) -> None:
     await send({"type": "websocket.close", "code": int(code), "reason": reason})
 
 
-async def websocket_endpoint(app: CollabApp, scope: Scope, receive: Receive, send: Send) -> None:
+def _headers(scope: Scope) -> dict[str, str]:
+    return {
+        bytes(k).decode("latin-1").lower(): bytes(v).decode("latin-1")
+        for k, v in scope.get("headers") or []
+    }
+
+
+async def _authenticate(server: Server, scope: Scope, name: str, label: str) -> Identity:
+    """The identity the extensions give this connection.
+
+    :raises Refused: an extension refused it.
+    :raises ExtensionError: an extension failed.
+    """
+    if not server.hooks.on_authenticate:
+        return ANONYMOUS_WRITER
+    payload = AuthenticatePayload(
+        document=name,
+        headers=_headers(scope),
+        query=parse_qs(scope.get("query_string", b"").decode("latin-1")),
+        subprotocols=tuple(scope.get("subprotocols") or ()),
+        client=label,
+        identity=ANONYMOUS_WRITER,
+    )
+    try:
+        return await server.hooks.authenticate(payload)
+    except Refused:
+        raise
+    except Exception as e:
+        log.exception("on_authenticate hook failed for %s on %r", label, name)
+        raise ExtensionError(f"an extension failed: {e}") from e
+
+
+async def websocket_endpoint(server: Server, scope: Scope, receive: Receive, send: Send) -> None:
     message = await receive()
     if message["type"] != "websocket.connect":
         return
@@ -101,26 +135,35 @@ async def websocket_endpoint(app: CollabApp, scope: Scope, receive: Receive, sen
     except RemoteProtocolError as e:
         await _close(send, e.close_code, str(e))
         return
-    if app.stopping:
+    if server.stopping:
         await _close(send, CloseCode.GOING_AWAY, "server is shutting down")
         return
     try:
-        room = await app.rooms.open(name)
+        identity = await _authenticate(server, scope, name, label)
+        room = await server.rooms.open(name)
+    except Refused as e:
+        await _close(send, e.close_code, str(e))
+        return
+    except ExtensionError:
+        await _close(send, CloseCode.INTERNAL_ERROR, "an extension of the server failed")
+        return
     except StoreError as e:
         log.error("cannot open %r for %s: %s", name, label, e)
         await _close(send, CloseCode.STORE_UNAVAILABLE, "document cannot be loaded; try later")
         return
-    if app.stopping:  # shutdown began while the document loaded: close_peers missed us
+    if server.stopping:  # shutdown began while the document loaded: close_peers missed us
         await _close(send, CloseCode.GOING_AWAY, "server is shutting down")
         return
 
     peer = WebSocketPeer(
         send,
-        queue_size=app.settings.send_queue_size,
+        queue_size=server.settings.send_queue_size,
         wants_ack=query_flag(scope, "ack"),
         label=f"{label} on {name!r}",
+        identity=identity,
     )
-    app.peers.add(peer)
+    opened = time.monotonic()
+    server.peers.add(peer)
     metrics.CONNECTIONS.inc()
     disconnected = False
     try:
@@ -148,6 +191,11 @@ async def websocket_endpoint(app: CollabApp, scope: Scope, receive: Receive, sen
                         except RemoteProtocolError as e:
                             peer.close_nowait(e.close_code, str(e))
                             break
+                        except ExtensionError:  # logged where it happened
+                            peer.close_nowait(
+                                CloseCode.INTERNAL_ERROR, "an extension of the server failed"
+                            )
+                            break
                         except Exception:
                             # A bug of ours, not the client's: say so (1011), keep the
                             # others going.
@@ -168,97 +216,18 @@ async def websocket_endpoint(app: CollabApp, scope: Scope, receive: Receive, sen
             with anyio.CancelScope(shield=True):
                 await asyncio.wait([drainer])
         room.leave(peer)
-        app.peers.discard(peer)
+        server.peers.discard(peer)
         metrics.CONNECTIONS.dec()
         if peer.close_code is not None:
             metrics.CLOSED.labels(code=str(int(peer.close_code))).inc()
+    code = peer.close_code if peer.close_code is not None else CloseCode.NORMAL
     if not disconnected:
         with anyio.CancelScope(shield=True):
-            code = peer.close_code if peer.close_code is not None else CloseCode.NORMAL
             try:
                 await _close(send, code, peer.close_reason)
             except OSError:
                 pass  # the client is already gone; nothing left to tell it
-
-
-async def _respond(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: str,
-    head: bool = False,
-    extra: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-                *(extra or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": b"" if head else body})
-
-
-async def respond_json(send: Send, status: int, data: Any, head: bool = False) -> None:
-    body = json.dumps(data, ensure_ascii=False).encode("utf-8")
-    await _respond(send, status, body, "application/json", head)
-
-
-async def respond_text(send: Send, status: int, text: str, head: bool = False) -> None:
-    await _respond(send, status, text.encode("utf-8"), "text/plain; charset=utf-8", head)
-
-
-async def http_endpoint(app: CollabApp, scope: Scope, receive: Receive, send: Send) -> None:
-    path: str = scope["path"]
-    method: str = scope["method"]
-    head = method == "HEAD"
-    if path in ("/healthz", "/readyz", "/metrics", "/api/docs", "/api/stats") and method not in (
-        "GET",
-        "HEAD",
-    ):
-        body = f"{method} is not allowed on {path}; use GET\n".encode()
-        await _respond(
-            send, 405, body, "text/plain; charset=utf-8", extra=[(b"allow", b"GET, HEAD")]
-        )
-        return
-    if path == "/healthz":
-        await respond_text(send, 200, "ok\n", head)
-    elif path == "/readyz":
-        if app.ready and not app.stopping:
-            await respond_text(send, 200, "ready\n", head)
-        else:
-            await respond_text(send, 503, "not ready\n", head)
-    elif path == "/metrics":
-        body, content_type = metrics.render()
-        await _respond(send, 200, body, content_type, head)
-    elif path == "/api/stats":
-        await respond_json(send, 200, metrics.stats(), head)
-    elif path == "/api/docs":
-        params = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        try:
-            limit = int(params.get("limit", ["50"])[0])
-            if not 1 <= limit <= 1000:
-                raise ValueError
-        except ValueError:
-            error = {"error": "limit must be an integer from 1 to 1000"}
-            await respond_json(send, 400, error, head)
-            return
-        try:
-            docs = await app.store.list_docs(limit, flush_timeout=LIST_FLUSH_TIMEOUT)
-        except StoreError as e:
-            await respond_json(send, 503, {"error": f"the store cannot be read: {e}"}, head)
-            return
-        await respond_json(send, 200, {"docs": [asdict(d) for d in docs]}, head)
-    elif path.startswith("/api/"):
-        await respond_json(send, 404, {"error": f"no API route {path}"}, head)
-    else:
-        await static_endpoint(scope, receive, send)
-
-
-async def static_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
-    await static.handle(scope, receive, send)
+    if server.hooks.on_disconnect:
+        with anyio.CancelScope(shield=True):
+            payload = DisconnectPayload(name, identity, int(code), time.monotonic() - opened)
+            await server.hooks.disconnected(payload)

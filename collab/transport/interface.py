@@ -1,0 +1,40 @@
+"""What the transport needs of the server it serves: a narrow interface, not the app.
+
+:class:`collab.app.CollabApp` implements it; the websocket endpoint and the HTTP routes
+are written against it alone, so ``collab.transport`` never imports ``collab.app`` (a
+test walks the imports) and a test can serve them from anything that has these parts.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from collab.config import Settings
+from collab.hooks import Hooks
+from collab.rooms import RoomManager
+from collab.storage.base import Store
+from collab.transport.peer import WebSocketPeer
+
+
+class Server(Protocol):
+    settings: Settings
+    #: The extensions, called by the endpoint (authenticate, disconnect) and the rooms.
+    hooks: Hooks
+    #: Every open connection: the app closes them all on shutdown.
+    peers: set[WebSocketPeer]
+
+    @property
+    def ready(self) -> bool:
+        """The store and the rooms are open and the server is not stopping."""
+        ...
+
+    @property
+    def stopping(self) -> bool:
+        """Shutdown has begun: new connections are closed with 1001."""
+        ...
+
+    @property
+    def rooms(self) -> RoomManager: ...
+
+    @property
+    def store(self) -> Store: ...
