@@ -396,7 +396,7 @@ def read_update(update: bytes) -> DecodedUpdate:
     :raises StructError: the bytes are truncated or malformed, or framed in a way yjs and
         yrs read differently (see the module doc).
     """
-    data = bytes(update)
+    data = update if type(update) is bytes else bytes(update)
     pos = 0
     try:
         structs: list[Struct] = []
@@ -585,7 +585,7 @@ def content_units(struct: Struct) -> bytes | list[object] | None:
 _NONE = -1
 
 
-@dataclass
+@dataclass(slots=True)
 class Nesting:
     """What :meth:`NestingTracker.check` found: pass it to :meth:`NestingTracker.commit`
     once the document has applied the update."""
@@ -680,6 +680,7 @@ class NestingTracker:
         self._ends: dict[int, list[int]] = {}
         self._depths: dict[int, list[int]] = {}
         self._pending: dict[int, list[Struct]] = {}
+        self._pending_count = 0
         # client -> clients whose pending structs wait for it
         self._waiters: dict[int, set[int]] = {}
         self._version = 0
@@ -699,7 +700,7 @@ class NestingTracker:
     @property
     def pending(self) -> int:
         """How many structs wait for ids the document has not seen."""
-        return sum(len(v) for v in self._pending.values())
+        return self._pending_count
 
     @property
     def runs(self) -> int:
@@ -755,9 +756,14 @@ class NestingTracker:
                     self._waiters[dep] = waiting
                 else:
                     del self._waiters[dep]
+        self._pending_count = nesting.pending
         self.deepest = max(self.deepest, nesting.deepest)
 
     def _simulate(self, structs: list[Struct], limit: int | None) -> Nesting:
+        if not self._pending:
+            nesting = self._simulate_in_order(structs, limit)
+            if nesting is not None:
+                return nesting
         new: dict[int, list[Struct]] = {}
         for s in structs:
             if s.ref != _SKIP and s.length:
@@ -837,10 +843,30 @@ class NestingTracker:
         for client, head in heads.items():
             if head:
                 candidates[client] = candidates[client][head:]
-        pending = self.pending
+        pending = self._pending_count
         for client, todo in candidates.items():
             pending += len(todo) - len(self._pending.get(client, ()))
         return Nesting(deepest, integrated, pending, self._version, _runs(sim), candidates, waits)
+
+    def _simulate_in_order(self, structs: list[Struct], limit: int | None) -> Nesting | None:
+        """The common case, nothing pending and every struct integrating in wire order (a
+        keystroke): the same result as the general loop, without its bookkeeping. None when
+        some struct would not integrate in order."""
+        sim = _Sim(self)
+        deepest = integrated = 0
+        for s in structs:
+            if s.ref == _SKIP or not s.length:
+                continue
+            if s.clock != sim.state(s.client) or sim.missing(s) is not None:
+                return None
+            d = sim.parent_depth(s)
+            if s.ref == _TYPE and d != _NONE:
+                if limit is not None and d + 1 > limit:
+                    raise TooDeepError(d + 1, limit)
+                deepest = max(deepest, d + 1)
+            sim.append(s.client, s.clock + s.length, d)
+            integrated += 1
+        return Nesting(deepest, integrated, 0, self._version, _runs(sim), {}, {})
 
 
 def _clock(s: Struct) -> int:
