@@ -518,3 +518,17 @@ def test_deleted_and_gc_ranges_do_not_conflict_with_content() -> None:
     deleted = yb.encode({V: (0, [yb.item(yb.deleted(12), parent="t")])})
     assert conflicting_structs([victim, gced, deleted]) == []
     assert conflicting_structs([deleted, victim]) == []
+
+
+def test_struct_depending_on_a_later_client_of_the_same_update_is_counted() -> None:
+    # client 9 comes first on the wire but nests in client 2's map, listed after it
+    update = yb.encode(
+        [
+            (9, 0, [yb.item(yb.map_type(), parent=(2, 0))]),
+            (2, 0, [yb.item(yb.map_type(), parent="root")]),
+        ]
+    )
+    nesting = NestingTracker().check(update)
+    assert (nesting.deepest, nesting.integrated, nesting.pending) == (2, 2, 0)
+    with pytest.raises(TooDeepError):
+        NestingTracker(max_depth=1).check(update)
