@@ -689,7 +689,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--targets",
-        default=",".join(TARGETS),
+        default=",".join(t for t in TARGETS if t != "collab-baseline"),
         help=f"comma-separated, from: {', '.join(TARGETS)} (default: all)",
     )
     p.add_argument(

@@ -108,6 +108,11 @@ def _node(script: str, *args: str) -> Callable[[int, Path], list[str]]:
     return command
 
 
+#: A checkout of an earlier collab commit, for before/after runs in one interleaved
+#: benchmark (target "collab-baseline"): git worktree add /tmp/base <commit>; then
+#: BENCH_BASELINE=/tmp/base bench/run.py --targets collab,collab-baseline
+BASELINE = Path(os.environ.get("BENCH_BASELINE", "/nonexistent-baseline"))
+
 YWS_SERVER = "node_modules/@y/websocket-server/src/server.js"
 ECHO_ONLY = frozenset({"throughput"})
 NO_COLDLOAD = frozenset({"fanout", "throughput", "idle", "replay"})
@@ -125,6 +130,20 @@ TARGETS: dict[str, Target] = {
             ready_path="/readyz",
             stats_path="/api/stats",
             compact=_collab_compact,
+        ),
+        Target(
+            name="collab-baseline",
+            label="collab + SQLite, baseline commit",
+            protocol="yws",
+            persistent=True,
+            command=_collab(None),
+            # run from the baseline checkout: `python -m collab` finds its package first
+            cwd=BASELINE,
+            env=lambda port, data: {"PYTHONPATH": str(BASELINE)},
+            ready_path="/readyz",
+            stats_path="/api/stats",
+            needs=(BASELINE / "collab" / "__init__.py",),
+            notes="the checkout named by $BENCH_BASELINE, for before/after comparisons",
         ),
         Target(
             name="collab-memory",
