@@ -26,6 +26,13 @@ from collab.storage.base import (
     ImportResult,
     StoredBlob,
 )
+from collab.structs import (
+    MAX_DEPTH,
+    NestingTracker,
+    StructError,
+    conflicting_structs,
+    max_depth,
+)
 from collab.updates import EMPTY_UPDATE, check_update, doc_from, squash
 
 Progress = Callable[[int], None]
@@ -208,19 +215,68 @@ async def check(
     return checked, problems
 
 
-def _check_blobs(room: str, blobs: list[StoredBlob]) -> list[Problem]:
+#: Most conflicting struct ids reported per document by ``collab check``.
+MAX_CONFLICTS_SHOWN = 5
+
+
+def _check_blobs(
+    room: str, blobs: list[StoredBlob], max_depth_allowed: int = MAX_DEPTH
+) -> list[Problem]:
+    # The structs are read in Python first: pycrdt crashes (SIGSEGV) on some hostile
+    # updates (deep Any values, and a delete of a deeply nested tree), and a check must
+    # report those, not die of them.
     problems = []
+    readable = []
     for blob in blobs:
+        try:
+            depth = max_depth(blob.data)
+        except StructError as e:
+            problems.append(Problem(room, blob.where, f"not a valid Yjs update: {e}"))
+            continue
+        if depth > max_depth_allowed:
+            problems.append(Problem(room, blob.where, _too_deep(depth, max_depth_allowed)))
+            continue
         try:
             check_update(blob.data)
         except InvalidUpdateError as e:
             problems.append(Problem(room, blob.where, str(e)))
+            continue
+        readable.append(blob)
+    log_blobs = [blob for blob in readable if blob.in_log]
+    tracker = NestingTracker(max_depth=2**31)  # measures; the limit is applied below
+    for blob in log_blobs:
+        tracker.commit(tracker.check(blob.data))
+    if tracker.deepest > max_depth_allowed:
+        problems.append(Problem(room, "log", _too_deep(tracker.deepest, max_depth_allowed)))
+    if problems:
+        return problems  # replaying it whole could crash, or fail for a known reason
+    conflicts = conflicting_structs(blob.data for blob in log_blobs)
+    for conflict in conflicts[:MAX_CONFLICTS_SHOWN]:
+        problems.append(
+            Problem(
+                room,
+                f"{log_blobs[conflict.first].where} and {log_blobs[conflict.second].where}",
+                f"two different {conflict.reason}s for struct ids {conflict.client}:"
+                f"{conflict.clock}..{conflict.clock + conflict.length - 1} (a forged update)",
+            )
+        )
+    if len(conflicts) > MAX_CONFLICTS_SHOWN:
+        more = len(conflicts) - MAX_CONFLICTS_SHOWN
+        problems.append(Problem(room, "log", f"{more} more conflicting struct ranges"))
     if not problems:
         try:
-            doc_from([blob.data for blob in blobs if blob.in_log])
+            doc_from([blob.data for blob in log_blobs])
         except InvalidUpdateError as e:
             problems.append(Problem(room, "log replay", str(e)))
     return problems
+
+
+def _too_deep(depth: int, limit: int) -> str:
+    return (
+        f"shared types nest {depth} deep, past the limit of {limit}: the server keeps the"
+        " document read-only (deleting the nested part would crash the CRDT core);"
+        " export what you need and delete the document"
+    )
 
 
 async def backup(

@@ -106,6 +106,14 @@ def cli() -> None:
     help="Largest websocket frame accepted, in bytes (bigger ones close with 1009).",
 )
 @click.option(
+    "--max-depth",
+    envvar="COLLAB_MAX_DEPTH",
+    default=DEFAULTS.max_depth,
+    type=click.IntRange(1, 10_000),
+    show_envvar=True,
+    help="Deepest nesting of shared types a document may reach (deeper updates: 1007).",
+)
+@click.option(
     "--ping-interval",
     envvar="COLLAB_PING_INTERVAL",
     default=DEFAULTS.ping_interval,

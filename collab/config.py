@@ -26,6 +26,10 @@ class Settings:
     commit_delay: float = 0.02
     #: Largest websocket frame accepted, in bytes. Bigger frames close the peer with 1009.
     max_message_size: int = 16 * 1024 * 1024
+    #: Deepest nesting of shared types (a map in a map ...) a document may reach; an
+    #: update that would nest deeper is refused with 1007 before it is applied. Real
+    #: documents stay under 20; yrs crashes past ~32,000 (collab.structs).
+    max_depth: int = 1000
     #: Frames queued for one peer before it counts as too slow and is closed with 4500.
     #: Each queued frame is shared between peers, so the cost is a pointer per frame.
     send_queue_size: int = 4096

@@ -76,10 +76,15 @@ class ConnectionClosedError(CollabError):
 
 
 class InvalidUpdateError(RemoteProtocolError):
-    """A Yjs update that pycrdt cannot decode or apply."""
+    """A Yjs update that pycrdt cannot decode or apply.
 
-    def __init__(self, message: str) -> None:
+    :param midway: the failure came while integrating (a Rust panic or a runtime error
+        inside yrs), not while decoding: the document may hold part of the update.
+    """
+
+    def __init__(self, message: str, *, midway: bool = False) -> None:
         super().__init__(message, CloseCode.INVALID_PAYLOAD)
+        self.midway = midway
 
 
 class StoreError(CollabError):

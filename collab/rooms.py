@@ -8,9 +8,16 @@ sync step 1 and the current awareness states), then every message it sends goes 
 alone; anything meant for the other peers is handed to their ``send_nowait`` right away,
 encoded once for all of them.
 
-An update is applied to the shared doc first and only then queued for the store and
-the other peers: an update pycrdt cannot apply never reaches the doc, the disk or another
-peer. Fan-out never waits on the store.
+An update is applied to the shared doc first, and what is stored and relayed is what the
+doc integrated: the doc's own encoding of that transaction (pycrdt's transaction event),
+never the client's bytes as they came. A client that re-sends structs the doc already has
+with other content (to forge what later readers see) changes nothing, since the doc skips
+them; content that waits for a missing dependency is held by the doc as pending and is
+stored and relayed once the dependency integrates it, as part of that transaction. An
+update pycrdt cannot apply never reaches the disk or another peer; one that fails midway
+through integrating (yrs may keep part of it) gets its sender 1007 and has the room
+reloaded from the store, so the document is exactly as before. Fan-out never waits on
+the store.
 
 Updates are coalesced: those a room accepts within one event-loop turn are merged
 (pycrdt ``merge_updates``, in chunks) into one update, appended to the store as one row and sent to
@@ -46,7 +53,7 @@ from typing import Any, Protocol
 
 import anyio
 from anyio import AsyncContextManagerMixin
-from pycrdt import Awareness, Doc, Subscription
+from pycrdt import Awareness, Doc, Subscription, TransactionEvent
 
 from collab import metrics
 from collab.auth import Access
@@ -76,14 +83,13 @@ from collab.protocol import (
 )
 from collab.protocol.codec import check_awareness_update
 from collab.storage.base import DocVersion, StoredDoc, UpdateLog
+from collab.structs import MAX_DEPTH, NestingTracker, StructError
 from collab.updates import (
     EMPTY_UPDATE,
     apply_update,
     doc_from,
-    has_pending,
     merge,
-    partly_pending,
-    pending_update,
+    replay,
     state_vector_overlaps,
     update_overlaps,
 )
@@ -110,7 +116,13 @@ class Peer(Protocol):
         ...
 
 
+#: Most structs a document may hold waiting for missing dependencies. Honest clients
+#: send them rarely and few (an update that overtook another); each costs memory in yrs
+#: and in the nesting tracker until its dependency arrives, which may be never.
+MAX_PENDING_STRUCTS = 10_000
+
 READ_ONLY_REASON = "this connection may read the document but not edit it"
+TOO_DEEP_REASON = "this document nests shared types past the server's limit: it is read-only"
 #: The origin of what arrives from other nodes over the bus.
 BUS_ORIGIN = Origin("bus")
 STORE_ORIGIN = Origin("store")
@@ -153,6 +165,7 @@ class Room:
         hooks: Hooks | None = None,
         publish: Callable[[str, bytes], None] | None = None,
         publish_awareness: Callable[[str, bytes], None] | None = None,
+        max_depth: int = MAX_DEPTH,
     ) -> None:
         self.name = name
         self.doc = doc
@@ -161,9 +174,15 @@ class Room:
         #: The state vector each retired epoch of the document reached.
         self.retired = list(retired_state_vectors)
         self.store = store
-        # Set by every transaction that changes the doc, so that _apply can tell an update
-        # that brought nothing new (pycrdt reports none for it).
-        self._changed = False
+        # What the last transaction integrated, set by the doc's observer (None: nothing new).
+        self._integrated: bytes | None = None
+        # While catching up: every transaction's update, in order.
+        self._collecting: list[bytes] | None = None
+        # How deep each struct sits, to refuse updates nesting types past max_depth before
+        # yrs sees them (collab.structs). Seeded from the doc at the first update, so a
+        # room that is only read never decodes its document.
+        self.max_depth = max_depth
+        self._nesting: NestingTracker | None = None
         self._doc_subscription: Subscription | None = doc.observe(self._on_doc_change)
         self.awareness = Awareness(doc)
         self.awareness.set_local_state(None)  # the server itself has no presence
@@ -183,15 +202,12 @@ class Room:
         # The rooms with unacknowledged tickets, shared with the manager so that a commit
         # visits only them, not every loaded room.
         self._awaiting_ack = awaiting_ack if awaiting_ack is not None else set()
-        # Updates received whole-pending (their dependencies had not arrived), until the
-        # doc integrates them; partly pending ones are not tracked (README, Protocol).
-        self._pending: list[bytes] = []
-        self._pending_limit = 64
-        #: The merged chunks the doc was loaded from, until the next sweep looks at them
-        #: for pending content.
-        self.unscanned: list[bytes] = []
-        # Updates accepted since the last flush, with the peer each came from.
-        self._batch: list[tuple[Peer, bytes]] = []
+        #: Called when an update failed midway through integrating: the doc may hold part
+        #: of it, so the manager takes the room out of service and reloads it.
+        self.on_damaged: Callable[[Room, Peer], None] | None = None
+        # Updates accepted since the last flush, with the peer each came from (None: send
+        # it to every peer, its sender included, because it holds more than the sender's).
+        self._batch: list[tuple[Peer | None, bytes]] = []
         self._batch_since = 0.0  # time.monotonic() the batch's first update was applied
         self._schedule_flush = schedule_flush
         self.hooks = hooks if hooks is not None else Hooks()
@@ -245,7 +261,9 @@ class Room:
         match message:
             case SyncUpdate(update) | SyncStep2(update):
                 if peer.identity.access < Access.WRITE:
-                    return self._refuse_read_only(peer, update)
+                    return self._refuse_read_only(peer, update, READ_ONLY_REASON)
+                if self._nesting_tracker().deepest > self.max_depth:
+                    return self._refuse_read_only(peer, update, TOO_DEEP_REASON)
                 if self.retired:
                     self._check_update_epoch(update)
                 self._apply(peer, update)
@@ -256,14 +274,11 @@ class Room:
                 if self.retired:
                     self._check_state_epoch(state_vector)
                 try:
+                    # Pending content is left out: it is not part of the document until
+                    # its dependency integrates it, and then it reaches every peer.
                     missing = self.doc.get_update(state_vector)
                 except ValueError as e:
                     raise RemoteProtocolError(f"invalid state vector: {e}") from None
-                if self._pending and self._prune_pending():
-                    # yrs leaves what it holds as pending out of get_update(); Yjs's
-                    # encodeStateAsUpdate puts it in. Without it, a client that joins
-                    # now misses those edits when their dependency completes them.
-                    missing = merge([missing, *self._pending])
                 return [encode(SyncStep2(missing))]
             case AwarenessUpdate(payload):
                 self._apply_awareness(peer, payload)
@@ -274,14 +289,14 @@ class Room:
                 return []  # y-protocols: ignore message types you do not handle
         raise AssertionError(f"unhandled message {message!r}")
 
-    def _refuse_read_only(self, peer: Peer, update: bytes) -> list[bytes]:
+    def _refuse_read_only(self, peer: Peer, update: bytes, reason: str) -> list[bytes]:
         # Not applied, stored or relayed. A viewer's own sync step 2 is usually empty,
         # and says nothing worth a warning.
         if update == EMPTY_UPDATE or peer in self._told_read_only:
             return []
         self._told_read_only.add(peer)
         metrics.REFUSED.labels(reason="read_only").inc()
-        return [encode(PermissionDenied(READ_ONLY_REASON))]
+        return [encode(PermissionDenied(reason))]
 
     # -- epochs ----------------------------------------------------------------
     #
@@ -311,32 +326,42 @@ class Room:
         if stale:
             raise StaleClientError()
 
-    def close_all(self, code: CloseCode, reason: str) -> None:
+    def close_all(self, code: CloseCode, reason: str, *, but: Peer | None = None) -> None:
         for peer in list(self.peers):
-            peer.close_nowait(code, reason)
+            if peer is not but:
+                peer.close_nowait(code, reason)
 
     def catch_up(self, stored: StoredDoc) -> None:
-        """Another process appended to the stored document: pass on what is new."""
-        chunks: list[bytes] = []
-        fresh = build_doc(self.name, stored.updates, chunks)
-        missing = fresh.get_update(self.doc.get_state())
+        """Another process appended to the stored document: pass on what is new.
+
+        The stored log is replayed onto the live doc, which skips what it has and keeps
+        what waits for a dependency as pending, as it would from a client.
+
+        :raises StoreError: a stored update cannot be applied.
+        """
+        integrated = self._collecting = []
+        self._nesting = None  # seeded again from the doc at the next update
+        try:
+            replay(self.doc, stored.updates)
+        except InvalidUpdateError as e:
+            raise StoreError(f"document {self.name!r} has a stored update: {e}") from e
+        finally:
+            self._collecting = None
         self.generation = stored.generation
-        pending = pending_update(fresh, chunks)  # what get_update() left out, as on a join
-        if pending is not None:
-            missing = merge([missing, pending])
-            self._pending.append(pending)
-        if missing != EMPTY_UPDATE:
-            apply_update(self.doc, missing)
-            self.broadcast(encode(SyncUpdate(missing)))  # already stored: not appended again
-            self._report_change(missing, STORE_ORIGIN)
+        if integrated:
+            update = integrated[0] if len(integrated) == 1 else merge(integrated)
+            self.broadcast(encode(SyncUpdate(update)))  # already stored: not appended again
+            self._report_change(update, STORE_ORIGIN)
 
     def receive_from_bus(self, update: bytes) -> None:
         """Another node accepted ``update``: apply it and pass it on; it is stored there."""
-        self._changed = False
+        self._integrated = None
         apply_update(self.doc, update)
-        if self._changed or has_pending(self.doc, update):
-            self.broadcast(encode(SyncUpdate(update)))
-            self._report_change(update, BUS_ORIGIN)
+        self._track(update)
+        integrated, self._integrated = self._integrated, None
+        if integrated is not None:
+            self.broadcast(encode(SyncUpdate(integrated)))
+            self._report_change(integrated, BUS_ORIGIN)
 
     def receive_awareness_from_bus(self, payload: bytes) -> None:
         try:
@@ -348,8 +373,11 @@ class Room:
         if self.hooks.on_change:
             self.hooks.changed(ChangePayload(self.name, update, origin))
 
-    def _on_doc_change(self, event: object) -> None:
-        self._changed = True
+    def _on_doc_change(self, event: TransactionEvent) -> None:
+        if self._collecting is None:
+            self._integrated = event.update
+        else:
+            self._collecting.append(event.update)
 
     def close(self) -> None:
         """Stop observing the doc. The subscription lives in yrs, where Python's garbage
@@ -359,58 +387,92 @@ class Room:
             self.doc.unobserve(self._doc_subscription)
             self._doc_subscription = None
 
+    def _nesting_tracker(self) -> NestingTracker:
+        tracker = self._nesting
+        if tracker is None:
+            try:
+                tracker = NestingTracker.from_update(
+                    self.doc.get_update(), self.max_depth, refuse_gaps=True
+                )
+            except StructError as e:
+                # The doc's own encoding of itself: only a pycrdt bug could cause this.
+                raise StoreError(f"document {self.name!r} cannot be decoded: {e}") from e
+            self._nesting = tracker
+            if tracker.deepest > self.max_depth:
+                log.error(
+                    "document %r nests shared types %d deep, past --max-depth %d: it is"
+                    " read-only (run `collab check`)",
+                    self.name,
+                    tracker.deepest,
+                    self.max_depth,
+                )
+        return tracker
+
+    def _track(self, update: bytes) -> None:
+        """Tell the nesting tracker about an update applied without a check (from the bus
+        or the store: already checked where it was accepted)."""
+        if self._nesting is None:
+            return
+        try:
+            self._nesting.commit(self._nesting.check(update))
+        except InvalidUpdateError:
+            self._nesting = None  # seeded again from the doc at the next update
+
     def _apply(self, sender: Peer, update: bytes) -> None:
         if update == EMPTY_UPDATE:
             return
-        self._changed = False
-        apply_update(self.doc, update)
-        if not self._changed:
-            if not has_pending(self.doc, update):
-                # Nothing new: typically a reconnecting client's sync step 2, which
-                # carries its whole delete set. Yjs emits no update for it, so
-                # y-websocket's server neither stores nor relays it; neither do we.
-                return
-            # All of it waits for a dependency: stored and relayed all the same (the
-            # peers that lack it need it), and kept for the sync step 2 of later ones.
-            self._pending.append(update)
-            if len(self._pending) > self._pending_limit:
-                self._prune_pending()
-                self._pending_limit = max(64, 2 * len(self._pending))
+        tracker = self._nesting_tracker()
+        nesting = tracker.check(update)  # StructError, TooDeepError: 1007, nothing applied
+        if nesting.pending > MAX_PENDING_STRUCTS:
+            raise InvalidUpdateError(
+                f"{nesting.pending} structs would wait for missing dependencies;"
+                f" the limit is {MAX_PENDING_STRUCTS}"
+            )
+        self._integrated = None
+        try:
+            apply_update(self.doc, update)
+        except InvalidUpdateError as e:
+            if e.midway or self._integrated is not None:
+                # The doc may hold part of it: whatever it integrated is not kept, and
+                # the room is reloaded from the store (the manager's on_damaged).
+                self._integrated = None
+                log.warning("update from %s failed midway in %r: %s", sender.label, self.name, e)
+                if self.on_damaged is not None:
+                    self.on_damaged(self, sender)
+            raise  # a failed decode changed nothing: the tracker is not told either
+        tracker.commit(nesting)
+        integrated, self._integrated = self._integrated, None
+        if integrated is None:
+            # Nothing new (typically a reconnecting client's sync step 2, which carries its
+            # whole delete set), or all of it waits for a dependency: the doc holds that
+            # as pending, and it is passed on once integrated.
+            return
         metrics.UPDATES.inc()
+        # The doc's encoding of a Yjs client's update is byte for byte the update. When it
+        # is not, the transaction integrated more than the sender sent (pending content of
+        # others it completed, which the sender lacks): it goes to the sender too.
+        origin = sender if integrated == update else None
         if self.hooks.on_change:
             try:
                 self.hooks.changed(
                     ChangePayload(
-                        self.name, update, Origin("connection", sender.identity, sender.label)
+                        self.name, integrated, Origin("connection", sender.identity, sender.label)
                     )
                 )
             except Exception as e:
                 # The update is in the doc already, so it is batched all the same: the
                 # other peers must not miss what the doc holds.
                 log.exception("on_change hook failed for %r", self.name)
-                self._batch_update(sender, update)
+                self._batch_update(origin, integrated)
                 raise ExtensionError(f"an extension failed on this update: {e}") from e
-        self._batch_update(sender, update)
+        self._batch_update(origin, integrated)
 
-    def _batch_update(self, sender: Peer, update: bytes) -> None:
+    def _batch_update(self, sender: Peer | None, update: bytes) -> None:
         if not self._batch:
             self._batch_since = time.monotonic()
             if self._schedule_flush is not None:
                 self._schedule_flush(self)
         self._batch.append((sender, update))
-
-    def find_pending(self, updates: list[bytes]) -> None:
-        """Look for what the doc, loaded from ``updates``, holds as pending; keep it for
-        the sync step 2 of later peers and send it to the ones already here."""
-        pending = pending_update(self.doc, updates)
-        if pending is not None:
-            self._pending.append(pending)
-            self.broadcast(encode(SyncUpdate(pending)))
-
-    def _prune_pending(self) -> bool:
-        """Forget pending updates the doc has since integrated; return whether any remain."""
-        self._pending = partly_pending(self.doc, self._pending)
-        return bool(self._pending)
 
     def flush(self) -> None:
         """Store and fan out the updates accepted since the last flush, merged."""
@@ -651,8 +713,7 @@ class RoomManager(AsyncContextManagerMixin):
                 # kept in _early and applied after it.
                 await self.bus.subscribe(self, name)
                 stored = await self.store.load(name)
-                chunks: list[bytes] = []
-                doc = build_doc(name, stored.updates, chunks)
+                doc = build_doc(name, stored.updates)
                 room = Room(
                     name,
                     doc,
@@ -661,11 +722,13 @@ class RoomManager(AsyncContextManagerMixin):
                     generation=stored.generation,
                     retired_state_vectors=stored.retired_state_vectors,
                     schedule_flush=self._schedule_flush,
+                    max_depth=self.settings.max_depth,
                     awaiting_ack=self._awaiting_ack,
                     hooks=self.hooks,
                     publish=self._publish_update,
                     publish_awareness=self._publish_awareness,
                 )
+                room.on_damaged = self._on_damaged
                 if self.hooks.on_load:
                     try:
                         await self.hooks.loaded(LoadPayload(name, doc))
@@ -679,7 +742,6 @@ class RoomManager(AsyncContextManagerMixin):
                     room.receive_from_bus(update)
                 self.rooms[name] = room
                 log.debug("loaded %r from %d stored updates", name, len(stored.updates))
-                room.unscanned = chunks
                 return room
             finally:
                 self._early.pop(name, None)
@@ -772,6 +834,16 @@ class RoomManager(AsyncContextManagerMixin):
             self._drop(room)
             room.close_all(CloseCode.STORE_UNAVAILABLE, "the document cannot be stored; try later")
 
+    def _on_damaged(self, room: Room, sender: Peer) -> None:
+        # An update failed midway: the doc may hold part of it. What the room accepted
+        # before is flushed to the store, and the room is dropped; its peers reconnect
+        # (4503 means "try again") to a room loaded from the store, exactly as before.
+        if self.rooms.get(room.name) is not room:
+            return
+        room.flush()
+        self._drop(room)
+        room.close_all(CloseCode.STORE_UNAVAILABLE, "the document is being reloaded", but=sender)
+
     def _retire(self, room: Room) -> None:
         log.info(
             "document %r was deleted or replaced; closing its %d peers", room.name, len(room.peers)
@@ -799,14 +871,8 @@ class RoomManager(AsyncContextManagerMixin):
             self.sweep(time.monotonic(), int(time.time() * 1000), timeout_ms)
 
     def sweep(self, now: float, now_ms: int, timeout_ms: int) -> None:
-        """Expire stale awareness states, unload rooms empty for ``idle_unload`` s, and
-        look for pending content in the rooms loaded since the last sweep."""
+        """Expire stale awareness states and unload rooms empty for ``idle_unload`` s."""
         for name, room in list(self.rooms.items()):
-            if room.unscanned:
-                # Here, not on load: pending content is rare, and looking for it costs
-                # about a fiftieth of a load, which the first client would wait for.
-                chunks, room.unscanned = room.unscanned, []
-                room.find_pending(chunks)
             if room.empty_since is not None:
                 if now - room.empty_since >= self.settings.idle_unload:
                     # Once flushed, every update is queued in the store, and a reload

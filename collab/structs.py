@@ -152,6 +152,27 @@ class TooDeepError(InvalidUpdateError):
         self.limit = limit
 
 
+class ClockGapError(InvalidUpdateError):
+    """The update skips clocks of a client: its structs start past what the document
+    holds of that client.
+
+    yjs keeps such structs pending until the missing clocks arrive; yrs (pycrdt 0.14)
+    integrates them at once, outside its state vector, so the document's text, its
+    encoding and the updates it reports disagree from then on. A Yjs client on one
+    connection never skips its own clocks (it sends its updates in order, and a
+    reconnect syncs from the server's state vector), so such an update is refused.
+    """
+
+    def __init__(self, client: int, expected: int, clock: int) -> None:
+        super().__init__(
+            f"update skips clocks {expected}..{clock - 1} of client {client};"
+            " send the missing updates first"
+        )
+        self.client = client
+        self.expected = expected
+        self.clock = clock
+
+
 class Struct(NamedTuple):
     """One struct of an update: a GC range, a Skip, or an Item.
 
@@ -671,10 +692,14 @@ class NestingTracker:
 
     :param max_depth: deepest type nesting :meth:`check` accepts (default
         :data:`MAX_DEPTH`).
+    :param refuse_gaps: refuse updates that skip clocks of a client (:class:`ClockGapError`).
     """
 
-    def __init__(self, max_depth: int = MAX_DEPTH) -> None:
+    def __init__(self, max_depth: int = MAX_DEPTH, *, refuse_gaps: bool = False) -> None:
         self.max_depth = max_depth
+        #: :meth:`check` raises :class:`ClockGapError` for an update that skips clocks of
+        #: a client (what a server in front of yrs wants), instead of keeping it pending.
+        self.refuse_gaps = refuse_gaps
         #: The deepest type nesting in the document so far.
         self.deepest = 0
         self._ends: dict[int, list[int]] = {}
@@ -686,14 +711,16 @@ class NestingTracker:
         self._version = 0
 
     @classmethod
-    def from_update(cls, update: bytes, max_depth: int = MAX_DEPTH) -> NestingTracker:
+    def from_update(
+        cls, update: bytes, max_depth: int = MAX_DEPTH, *, refuse_gaps: bool = False
+    ) -> NestingTracker:
         """A tracker seeded with a stored document (``doc.get_update()``). Depth past
         ``max_depth`` is recorded in :attr:`deepest`, not refused, so ``collab check`` can
         report documents stored before the limit existed.
 
         :raises StructError: the update is malformed.
         """
-        tracker = cls(max_depth)
+        tracker = cls(max_depth, refuse_gaps=refuse_gaps)
         tracker.commit(tracker._simulate(read_update(update).structs, None))
         return tracker
 
@@ -717,6 +744,7 @@ class NestingTracker:
 
         :raises StructError: the update is malformed.
         :raises TooDeepError: integrating it would nest a type deeper than ``max_depth``.
+        :raises ClockGapError: it skips clocks of a client, with ``refuse_gaps``.
         """
         return self._simulate(read_update(update).structs, self.max_depth)
 
@@ -768,6 +796,7 @@ class NestingTracker:
         for s in structs:
             if s.ref != _SKIP and s.length:
                 new.setdefault(s.client, []).append(s)
+        fresh = {id(s) for s in structs} if limit is not None and self.refuse_gaps else set()
         sim = _Sim(self)
         candidates: dict[int, list[Struct]] = {}
         heads: dict[int, int] = {}
@@ -795,6 +824,8 @@ class NestingTracker:
                     head += 1  # ids already integrated: yrs skips them
                     continue
                 if first.clock > state:
+                    if id(first) in fresh:
+                        raise ClockGapError(client, state, first.clock)
                     waits.setdefault(client, set()).add(client)
                     break
                 # Every struct covering `state` whose dependencies are met competes for

@@ -36,10 +36,12 @@ def is_panic(error: BaseException) -> bool:
 
 
 def apply_update(doc: Doc[Any], update: bytes, what: str = "invalid update") -> None:
-    """Apply ``update`` to ``doc``, or leave ``doc`` untouched and raise.
+    """Apply ``update`` to ``doc``, or raise.
 
     yrs decodes the whole update before it integrates anything, so a failed decode
-    changes nothing.
+    (``ValueError``) changes nothing. A failure while integrating (a panic, or a
+    ``RuntimeError`` from yrs) may leave part of the update in ``doc``: the error says so
+    (``midway``), and the caller must rebuild the document from what it trusts.
 
     :raises InvalidUpdateError: pycrdt cannot decode or apply the update (``what: why``).
     """
@@ -47,9 +49,11 @@ def apply_update(doc: Doc[Any], update: bytes, what: str = "invalid update") -> 
         doc.apply_update(update)
     except ValueError as e:
         raise InvalidUpdateError(f"{what}: {e}") from None
+    except RuntimeError as e:
+        raise InvalidUpdateError(f"{what}: {e}", midway=True) from None
     except BaseException as e:
         if is_panic(e):
-            raise InvalidUpdateError(f"{what}: {e}") from None
+            raise InvalidUpdateError(f"{what}: {e}", midway=True) from None
         raise
 
 
