@@ -15,9 +15,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
 
+from collab.access import OriginPolicy, token_auth
 from collab.config import Settings
 from collab.errors import CloseCode, CollabError
 from collab.hooks import Hooks
+from collab.limits import ConnectionCaps, LogThrottle
 from collab.rooms import RoomManager
 from collab.storage import Store, open_store
 from collab.transport.http import http_app
@@ -34,7 +36,13 @@ class CollabApp:
 
     def __init__(self, settings: Settings, extensions: Sequence[object] = ()) -> None:
         self.settings = settings
-        self.hooks = Hooks(extensions)
+        # Tokens and the anonymous access come first; the extensions given see (and may
+        # change) the identity they decided.
+        self.token_auth = token_auth(settings)
+        self.hooks = Hooks([self.token_auth, *extensions])
+        self.origins = OriginPolicy.from_settings(settings)
+        self.caps = ConnectionCaps.from_settings(settings)
+        self._throttle = LogThrottle(log)
         self.peers: set[WebSocketPeer] = set()
         self._http = http_app(self)
         self.ready = False
@@ -59,6 +67,11 @@ class CollabApp:
     @asynccontextmanager
     async def running(self) -> AsyncGenerator[CollabApp]:
         """Open the store and the rooms; on exit close every peer and commit everything."""
+        if self.token_auth.anonymous is None and self.token_auth.verifier is None:
+            log.warning(
+                "no token key (--jwt-secret, --jwt-public-key) and no anonymous access"
+                " (--anonymous): every connection will be refused with 4401"
+            )
         async with open_store(self.settings) as store:
             async with RoomManager(store, self.settings, hooks=self.hooks) as rooms:
                 self._store, self._rooms = store, rooms
@@ -70,6 +83,9 @@ class CollabApp:
                     self.ready = False
             # leaving the store commits whatever the peers sent last
         self._store = self._rooms = None
+
+    def log_throttled(self, key: str, message: str) -> None:
+        self._throttle.warning(key, message)
 
     async def wait_peers_closed(self, timeout: float) -> None:
         """Wait until every connection has ended, for at most ``timeout`` seconds."""

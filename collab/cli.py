@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -15,9 +15,10 @@ import click
 
 from collab import __version__, admin
 from collab.auth import Access, ConfigError, TokenError, issue_token
-from collab.config import SERVERS, Settings
+from collab.config import Settings, envvar_of, flag_of
 from collab.errors import CollabError, StoreError
 from collab.history import format_time, parse_duration, parse_time, sessions
+from collab.names import printable
 from collab.storage import Store, open_store
 from collab.storage.base import (
     CompactionResult,
@@ -48,128 +49,30 @@ def cli() -> None:
     """
 
 
+def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``command`` one option per :class:`Settings` field, as ``collab.config``
+    defines it (flag, environment variable, default, type, help)."""
+    for f in reversed(fields(Settings)):
+        meta = f.metadata
+        default = f.default
+        if isinstance(default, Path):
+            default = str(default)
+        command = click.option(
+            flag_of(f.name),
+            f.name,
+            envvar=envvar_of(f.name),
+            default=default,
+            type=meta.get("type"),
+            multiple=bool(meta.get("repeatable")),
+            show_envvar=True,
+            show_default=not meta.get("secret") and default not in (None, ()),
+            help=meta["help"],
+        )(command)
+    return command
+
+
 @cli.command()
-@click.option(
-    "--host",
-    envvar="COLLAB_HOST",
-    default=DEFAULTS.host,
-    show_envvar=True,
-    help="Interface to listen on (0.0.0.0 for every interface).",
-)
-@click.option(
-    "--port",
-    envvar="COLLAB_PORT",
-    default=DEFAULTS.port,
-    type=click.IntRange(0, 65535),
-    show_envvar=True,
-    help="TCP port (1234 is the y-websocket convention).",
-)
-@click.option(
-    "--db",
-    envvar="COLLAB_DB",
-    default=str(DEFAULTS.db),
-    show_envvar=True,
-    help="SQLite database file (a path or sqlite:///PATH), created if missing;"
-    " ':memory:' keeps nothing.",
-)
-@click.option(
-    "--commit-delay",
-    envvar="COLLAB_COMMIT_DELAY",
-    default=DEFAULTS.commit_delay,
-    type=click.FloatRange(0, 1),
-    show_envvar=True,
-    help="Seconds an update may wait so a burst shares one transaction.",
-)
-@click.option(
-    "--idle-unload",
-    envvar="COLLAB_IDLE_UNLOAD",
-    default=DEFAULTS.idle_unload,
-    type=click.FloatRange(0),
-    show_envvar=True,
-    help="Seconds a document with no connections stays in memory.",
-)
-@click.option(
-    "--send-queue",
-    "send_queue_size",
-    envvar="COLLAB_SEND_QUEUE",
-    default=DEFAULTS.send_queue_size,
-    type=click.IntRange(1),
-    show_envvar=True,
-    help="Frames queued per connection before a slow client is dropped (4500).",
-)
-@click.option(
-    "--max-message-size",
-    envvar="COLLAB_MAX_MESSAGE_SIZE",
-    default=DEFAULTS.max_message_size,
-    type=click.IntRange(1024),
-    show_envvar=True,
-    help="Largest websocket frame accepted, in bytes (bigger ones close with 1009).",
-)
-@click.option(
-    "--max-depth",
-    envvar="COLLAB_MAX_DEPTH",
-    default=DEFAULTS.max_depth,
-    type=click.IntRange(1, 10_000),
-    show_envvar=True,
-    help="Deepest nesting of shared types a document may reach (deeper updates: 1007).",
-)
-@click.option(
-    "--ping-interval",
-    envvar="COLLAB_PING_INTERVAL",
-    default=DEFAULTS.ping_interval,
-    type=click.FloatRange(0.1),
-    show_envvar=True,
-    help="Seconds between websocket pings; a peer silent for two intervals is dropped.",
-)
-@click.option(
-    "--synchronous",
-    envvar="COLLAB_SYNCHRONOUS",
-    default=DEFAULTS.synchronous,
-    type=click.Choice(["NORMAL", "FULL"], case_sensitive=False),
-    show_envvar=True,
-    help="SQLite synchronous level: NORMAL survives a crash of the process, FULL also a "
-    "power loss (one fsync per group commit).",
-)
-@click.option(
-    "--compact-rows",
-    envvar="COLLAB_COMPACT_ROWS",
-    default=DEFAULTS.compact_rows,
-    type=click.IntRange(2),
-    show_envvar=True,
-    help="Compact a document's log in the background once it has this many rows...",
-)
-@click.option(
-    "--compact-bytes",
-    envvar="COLLAB_COMPACT_BYTES",
-    default=DEFAULTS.compact_bytes,
-    type=click.IntRange(1),
-    show_envvar=True,
-    help="...or this many bytes.",
-)
-@click.option(
-    "--retention",
-    envvar="COLLAB_RETENTION",
-    default=DEFAULTS.retention,
-    type=click.FloatRange(0),
-    show_envvar=True,
-    help="Seconds of history kept for `collab docs export/restore --at`.",
-)
-@click.option(
-    "--server",
-    envvar="COLLAB_SERVER",
-    default=DEFAULTS.server,
-    type=click.Choice(SERVERS),
-    show_envvar=True,
-    help="ASGI server to run under; uvicorn needs `pip install 'collab[uvicorn]'`.",
-)
-@click.option(
-    "--log-level",
-    envvar="COLLAB_LOG_LEVEL",
-    default=DEFAULTS.log_level,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    show_envvar=True,
-    help="Logging verbosity.",
-)
+@settings_options
 def serve(**options: Any) -> None:
     """Run the sync server under hypercorn (or uvicorn) until Ctrl-C or SIGTERM.
 
@@ -180,7 +83,7 @@ def serve(**options: Any) -> None:
 
         collab serve --port 1234 --db data/collab.db
     """
-    settings = Settings(**{**options, "synchronous": options["synchronous"].upper()})
+    settings = settings_from(options)
     _setup_logging(settings.log_level)
     from collab.server import serve as run_server
 
@@ -193,6 +96,14 @@ def serve(**options: Any) -> None:
             f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}. "
             "Pick another --port or stop the process using it."
         ) from None
+
+
+def settings_from(options: dict[str, Any]) -> Settings:
+    """Settings from the parsed options of :func:`settings_options`."""
+    values = {**options, "synchronous": options["synchronous"].upper()}
+    for name in ("allowed_origins", "allowed_hosts"):
+        values[name] = tuple(values[name])
+    return Settings(**values)
 
 
 def _loop_options(settings: Settings) -> dict[str, Any]:
@@ -331,7 +242,7 @@ def docs_list(db: str, sort: str, limit: int | None, deleted: bool, as_json: boo
         return
     rows = [
         [
-            d.name + (" (deleted)" if d.deleted_at is not None else ""),
+            printable(d.name) + (" (deleted)" if d.deleted_at is not None else ""),
             str(d.updates),
             str(d.rows),
             _size(d.bytes),

@@ -2,60 +2,224 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
+
+import click
 
 #: The ASGI servers ``collab serve --server`` runs the app under; the first is the default.
 SERVERS = ("hypercorn", "uvicorn")
 
 
+def setting(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    type: Any = None,
+    secret: bool = False,
+    repeatable: bool = False,
+) -> Any:
+    """One setting: its default and what ``collab serve --help`` says of it.
+
+    The command line is generated from these (``collab.cli``): each field becomes
+    ``--field-name`` (or ``flag``) with the environment variable ``COLLAB_FIELD_NAME``.
+    ``type`` is a click parameter type; ``secret`` values are never printed;
+    ``repeatable`` flags may be given several times (a tuple; the environment variable
+    holds them separated by spaces).
+    """
+    metadata = {"help": help, "flag": flag, "type": type, "secret": secret}
+    metadata["repeatable"] = repeatable
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
-    #: Interface to listen on.
-    host: str = "127.0.0.1"
-    #: TCP port; 1234 is the y-websocket convention.
-    port: int = 1234
+    host: str = setting("127.0.0.1", "Interface to listen on (0.0.0.0 for every interface).")
+    port: int = setting(
+        1234, "TCP port (1234 is the y-websocket convention).", type=click.IntRange(0, 65535)
+    )
     #: The store (``collab.storage.open_store``): a SQLite database file, created with its
     #: parent folder on first use, given as a path (``data/collab.db``) or a URL
     #: (``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``). ``:memory:``
     #: keeps everything in memory (nothing survives a restart).
-    db: Path | str = Path("data/collab.db")
-    #: Longest time an accepted update waits before its group commit, in seconds. Lower
-    #: means less to lose on a power cut and more transactions per second; an update is
-    #: never broadcast later because of it (fan-out does not wait for the disk).
-    commit_delay: float = 0.02
-    #: Largest websocket frame accepted, in bytes. Bigger frames close the peer with 1009.
-    max_message_size: int = 16 * 1024 * 1024
-    #: Deepest nesting of shared types (a map in a map ...) a document may reach; an
-    #: update that would nest deeper is refused with 1007 before it is applied. Real
-    #: documents stay under 20; yrs crashes past ~32,000 (collab.structs).
-    max_depth: int = 1000
-    #: Frames queued for one peer before it counts as too slow and is closed with 4500.
+    db: Path | str = setting(
+        Path("data/collab.db"),
+        "SQLite database file (a path or sqlite:///PATH), created if missing;"
+        " ':memory:' keeps nothing.",
+    )
+    #: An update is never broadcast later because of it (fan-out does not wait for the disk).
+    commit_delay: float = setting(
+        0.02,
+        "Seconds an update may wait so a burst shares one transaction.",
+        type=click.FloatRange(0, 1),
+    )
+    idle_unload: float = setting(
+        60.0, "Seconds a document with no connections stays in memory.", type=click.FloatRange(0)
+    )
     #: Each queued frame is shared between peers, so the cost is a pointer per frame.
-    send_queue_size: int = 4096
-    #: Seconds between websocket pings; a peer that does not answer is dropped.
-    ping_interval: float = 20.0
-    #: Seconds a document with no connections stays in memory before it is unloaded.
-    idle_unload: float = 60.0
-    #: Seconds without renewal after which an awareness state expires (y-protocols: 30).
-    awareness_timeout: float = 30.0
-    #: Compact a document's log when it holds more than this many rows ...
-    compact_rows: int = 500
-    #: ... or more than this many bytes of updates.
-    compact_bytes: int = 1024 * 1024
-    #: Seconds raw updates are kept after compaction, so a document can be read (and
-    #: restored) as it was at any time within them; 0 keeps none. Costs about the size of
-    #: the uncompacted log of that period (docs/storage.md).
-    retention: float = 7 * 24 * 3600.0
-    #: SQLite ``PRAGMA synchronous`` with WAL: ``NORMAL`` survives a process crash,
-    #: ``FULL`` also a power loss, at an fsync per group commit (docs/storage.md).
-    synchronous: str = "NORMAL"
-    #: The ASGI server that runs the app: ``hypercorn`` or ``uvicorn`` (an extra:
-    #: ``pip install 'collab[uvicorn]'``; faster per frame, see the README).
-    server: str = "hypercorn"
-    #: Python logging level name.
-    log_level: str = "info"
+    send_queue_size: int = setting(
+        4096,
+        "Frames queued per connection before a slow client is dropped (4500).",
+        flag="--send-queue",
+        type=click.IntRange(1),
+    )
+    send_queue_bytes: int = setting(
+        32 * 1024 * 1024,
+        "Bytes queued per connection before a slow client is dropped (4500).",
+        type=click.IntRange(64 * 1024),
+    )
+    max_message_size: int = setting(
+        4 * 1024 * 1024,
+        "Largest websocket frame accepted, in bytes (bigger ones close with 1009).",
+        type=click.IntRange(1024),
+    )
+    frame_deadline: float = setting(
+        30.0,
+        "Seconds a websocket frame may take to arrive whole (slower ones: 1009).",
+        type=click.FloatRange(1),
+    )
+    max_partial_bytes: int = setting(
+        256 * 1024 * 1024,
+        "Bytes of incomplete frames buffered for all connections together (hypercorn).",
+        type=click.IntRange(1024 * 1024),
+    )
+    #: Real documents stay under 20; yrs crashes past ~32,000 (collab.structs).
+    max_depth: int = setting(
+        1000,
+        "Deepest nesting of shared types a document may reach (deeper updates: 1007).",
+        type=click.IntRange(1, 10_000),
+    )
+    ping_interval: float = setting(
+        20.0,
+        "Seconds between websocket pings; a peer silent for two intervals is dropped.",
+        type=click.FloatRange(0.1),
+    )
+    #: y-protocols: 30.
+    awareness_timeout: float = setting(
+        30.0,
+        "Seconds without renewal after which an awareness state expires.",
+        type=click.FloatRange(1),
+    )
+    compact_rows: int = setting(
+        500,
+        "Compact a document's log in the background once it has this many rows...",
+        type=click.IntRange(2),
+    )
+    compact_bytes: int = setting(1024 * 1024, "...or this many bytes.", type=click.IntRange(1))
+    #: Costs about the size of the uncompacted log of that period (docs/storage.md).
+    retention: float = setting(
+        7 * 24 * 3600.0,
+        "Seconds of history kept for `collab docs export/restore --at`.",
+        type=click.FloatRange(0),
+    )
+    synchronous: str = setting(
+        "NORMAL",
+        "SQLite synchronous level: NORMAL survives a crash of the process, FULL also a "
+        "power loss (one fsync per group commit).",
+        type=click.Choice(["NORMAL", "FULL"], case_sensitive=False),
+    )
+    server: str = setting(
+        "hypercorn",
+        "ASGI server to run under; uvicorn needs `pip install 'collab[uvicorn]'`.",
+        type=click.Choice(SERVERS),
+    )
+    log_level: str = setting(
+        "info", "Logging verbosity.", type=click.Choice(["debug", "info", "warning", "error"])
+    )
+    # -- access ------------------------------------------------------------------------
+    jwt_secret: str | None = setting(
+        None, "HS256 secret (32 bytes or more) that signs access tokens.", secret=True
+    )
+    jwt_public_key: Path | None = setting(
+        None,
+        "RS256/ES256 public key (PEM) or JWKS file that verifies access tokens.",
+        type=click.Path(dir_okay=False, path_type=Path),
+    )
+    jwt_audience: str | None = setting(None, "Required `aud` claim of access tokens.")
+    jwt_issuer: str | None = setting(None, "Required `iss` claim of access tokens.")
+    anonymous: str = setting(
+        "auto",
+        "Access of a connection without a token: none, read or write; auto is write"
+        " while bound to loopback with no token key, else none.",
+        type=click.Choice(["auto", "none", "read", "write"]),
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        (),
+        "Browser origin allowed besides the server's own (https://app.example); * for"
+        " any. Repeatable.",
+        flag="--allowed-origin",
+        repeatable=True,
+    )
+    allowed_hosts: tuple[str, ...] = setting(
+        (),
+        "Host name clients may use to reach the server (default: the bind address and"
+        " localhost; any when bound to every interface). Repeatable.",
+        flag="--allowed-host",
+        repeatable=True,
+    )
+    metrics_token: str | None = setting(
+        None,
+        "Bearer token that /metrics and /api/stats require; without one they answer"
+        " loopback clients only.",
+        secret=True,
+    )
+    # -- limits ------------------------------------------------------------------------
+    rate_messages: float = setting(
+        1000.0,
+        "Messages per second a connection may send, sustained (past its burst: 1008).",
+        type=click.FloatRange(1),
+    )
+    burst_messages: float = setting(
+        20_000.0, "Messages a connection may send in a burst.", type=click.FloatRange(1)
+    )
+    rate_bytes: float = setting(
+        4 * 1024 * 1024,
+        "Bytes per second a connection may send, sustained (past its burst: 1008).",
+        type=click.FloatRange(1024),
+    )
+    burst_bytes: float = setting(
+        32 * 1024 * 1024,
+        "Bytes a connection may send in a burst (at least the largest frame).",
+        type=click.FloatRange(1024),
+    )
+    max_connections: int = setting(
+        0,
+        "Open connections in total (0: as many as the file-descriptor limit allows,"
+        " less a reserve).",
+        type=click.IntRange(0),
+    )
+    max_connections_per_address: int = setting(
+        1000, "Open connections from one client address.", type=click.IntRange(1)
+    )
+    max_connections_per_document: int = setting(
+        1000, "Open connections to one document.", type=click.IntRange(1)
+    )
+    max_awareness_state: int = setting(
+        16 * 1024,
+        "Largest awareness state (a user's name, colour, cursor) in bytes of JSON.",
+        type=click.IntRange(256),
+    )
+    max_awareness_bytes: int = setting(
+        4 * 1024 * 1024,
+        "Awareness states a document may hold, in bytes of JSON.",
+        type=click.IntRange(1024),
+    )
 
     @property
     def db_path(self) -> str:
         return str(self.db)
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of the setting ``name``."""
+    for f in fields(Settings):
+        if f.name == name:
+            return f.metadata.get("flag") or "--" + name.replace("_", "-")
+    raise KeyError(name)
+
+
+def envvar_of(name: str) -> str:
+    """The environment variable of the setting ``name``: ``COLLAB_`` and the flag."""
+    return "COLLAB_" + flag_of(name).removeprefix("--").replace("-", "_").upper()

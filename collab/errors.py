@@ -23,21 +23,24 @@ class CloseCode(IntEnum):
     UNSUPPORTED_DATA = 1003
     #: The message was well framed but its payload is invalid (an update pycrdt cannot apply).
     INVALID_PAYLOAD = 1007
+    #: The client broke a limit: too many messages or bytes per second, an awareness
+    #: state too large; or (before the handshake, as HTTP 403) a refused Origin or Host.
+    POLICY_VIOLATION = 1008
     #: A frame larger than the configured maximum.
     MESSAGE_TOO_BIG = 1009
     #: The server hit an internal error handling this connection.
     INTERNAL_ERROR = 1011
+    #: The server is at a connection limit (in total, per address or per document).
+    TRY_AGAIN_LATER = 1013
     #: The client fell too far behind (its send queue overflowed); it resyncs on reconnect.
     TOO_SLOW = 4500
     #: The document could not be loaded or stored right now; try again later.
     STORE_UNAVAILABLE = 4503
-    # The next three are reserved: collab has no authentication yet, and never sends them.
-    # They are the codes an auth layer in front of it should use.
-    #: Authentication is required or failed (mirrors HTTP 401).
+    #: No valid token where one is needed, or the token expired (mirrors HTTP 401).
     UNAUTHORIZED = 4401
-    #: The client may not open this document (mirrors HTTP 403).
+    #: The token does not cover this document (mirrors HTTP 403).
     FORBIDDEN = 4403
-    #: No such document or route (mirrors HTTP 404).
+    #: Reserved: no such document or route (mirrors HTTP 404).
     NOT_FOUND = 4404
     #: The document name is empty, too long or not valid UTF-8 (mirrors HTTP 400).
     BAD_DOCUMENT_NAME = 4400

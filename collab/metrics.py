@@ -20,9 +20,17 @@ CLOSED = Counter(
     ["code"],
 )
 REFUSED = Counter(
-    "collab_messages_refused_total",
-    "Messages refused without closing the connection (read_only: an update from a viewer).",
+    "collab_refused_total",
+    "Messages and handshakes refused: read_only (an update from a viewer), origin and"
+    " host (a websocket handshake answered 403), awareness (an entry for another"
+    " connection's client id).",
     ["reason"],
+)
+LIMIT_HITS = Counter(
+    "collab_limit_hits_total",
+    "Connections closed or refused at a limit: messages, bytes (the rate limits),"
+    " connections, send_queue, awareness.",
+    ["limit"],
 )
 COMMIT_SECONDS = Histogram(
     "collab_commit_seconds",

@@ -43,6 +43,7 @@ hocuspocus#821), expires stale awareness states, and unloads rooms that stayed e
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -53,7 +54,7 @@ from typing import Any, Protocol
 
 import anyio
 from anyio import AsyncContextManagerMixin
-from pycrdt import Awareness, Doc, Subscription, TransactionEvent
+from pycrdt import Awareness, Doc, Subscription, TransactionEvent, write_var_uint
 
 from collab import metrics
 from collab.auth import Access
@@ -81,7 +82,7 @@ from collab.protocol import (
     Unknown,
     encode,
 )
-from collab.protocol.codec import check_awareness_update
+from collab.protocol.codec import read_awareness_update
 from collab.storage.base import DocVersion, StoredDoc, UpdateLog
 from collab.structs import MAX_DEPTH, NestingTracker, StructError
 from collab.updates import (
@@ -120,6 +121,20 @@ class Peer(Protocol):
 #: send them rarely and few (an update that overtook another); each costs memory in yrs
 #: and in the nesting tracker until its dependency arrives, which may be never.
 MAX_PENDING_STRUCTS = 10_000
+#: Most entries one awareness message may carry: a client sends its own (one); a relay
+#: between providers may carry a few.
+MAX_AWARENESS_ENTRIES = 64
+#: Most awareness client ids one connection may own: one per Y.Doc it syncs (a tab).
+MAX_CLIENT_IDS_PER_CONNECTION = 16
+
+
+class AwarenessLimitError(RemoteProtocolError):
+    """An awareness message breaks a limit (close code 1008)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, CloseCode.POLICY_VIOLATION)
+        metrics.LIMIT_HITS.labels(limit="awareness").inc()
+
 
 READ_ONLY_REASON = "this connection may read the document but not edit it"
 TOO_DEEP_REASON = "this document nests shared types past the server's limit: it is read-only"
@@ -166,6 +181,8 @@ class Room:
         publish: Callable[[str, bytes], None] | None = None,
         publish_awareness: Callable[[str, bytes], None] | None = None,
         max_depth: int = MAX_DEPTH,
+        max_awareness_state: int = 16 * 1024,
+        max_awareness_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.name = name
         self.doc = doc
@@ -189,6 +206,14 @@ class Room:
         self.awareness.observe(self._on_awareness_change)
         # The awareness update being applied, relayed as it came when all of it took effect.
         self._awareness_in: tuple[bytes, int] | None = None  # (its bytes, its entries)
+        self._awareness_entry_sizes: dict[int, int] | None = None  # its states' sizes
+        # Which connection owns each awareness client id (the first that used it).
+        self._owners: dict[int, Peer] = {}
+        # The bytes of each client's state, and their sum, capped per room.
+        self._awareness_sizes: dict[int, int] = {}
+        self._awareness_total = 0
+        self.max_awareness_state = max_awareness_state
+        self.max_awareness_bytes = max_awareness_bytes
         # Every awareness state as one frame, for joining peers; None once it changed.
         self._awareness_snapshot: bytes | None = None
         #: Each peer, with the awareness client ids it controls.
@@ -523,8 +548,46 @@ class Room:
     def _apply_awareness(self, peer: Peer, payload: bytes) -> None:
         # Checked whole first: pycrdt applies entry by entry, and would keep the entries
         # before a bad one. Bytes after the last entry are not passed on.
-        count, used = check_awareness_update(payload)
-        self._awareness_in = (payload[:used] if used < len(payload) else payload, count)
+        entries, used = read_awareness_update(payload)
+        if len(entries) > MAX_AWARENESS_ENTRIES:
+            raise AwarenessLimitError(
+                f"{len(entries)} awareness entries in one message; the limit is"
+                f" {MAX_AWARENESS_ENTRIES}"
+            )
+        own = self.peers.get(peer, set())
+        kept = []
+        sizes = self._awareness_sizes
+        total = self._awareness_total
+        for client, start, end, size in entries:
+            owner = self._owners.get(client)
+            if owner is not None and owner is not peer:
+                # A client id belongs to the connection that first used it: another one
+                # may neither overwrite nor remove its state.
+                metrics.REFUSED.labels(reason="awareness").inc()
+                continue
+            if size > self.max_awareness_state:
+                raise AwarenessLimitError(
+                    f"an awareness state of {size} bytes; the limit is {self.max_awareness_state}"
+                )
+            if client not in own and len(own) >= MAX_CLIENT_IDS_PER_CONNECTION:
+                raise AwarenessLimitError(
+                    f"more than {MAX_CLIENT_IDS_PER_CONNECTION} awareness client ids"
+                    " on one connection"
+                )
+            total += size - sizes.get(client, 0)
+            kept.append((client, start, end, size))
+        if total > self.max_awareness_bytes:
+            raise AwarenessLimitError(
+                f"the document's awareness states would take {total} bytes; the limit is"
+                f" {self.max_awareness_bytes}"
+            )
+        if len(kept) < len(entries):
+            if not kept:
+                return
+            payload = write_var_uint(len(kept)) + b"".join(payload[a:b] for _, a, b, _ in kept)
+            used = len(payload)
+        self._awareness_entry_sizes = {client: size for client, _, _, size in kept}
+        self._awareness_in = (payload[:used] if used < len(payload) else payload, len(kept))
         try:
             self.awareness.apply_awareness_update(payload, origin=peer)
         except (IndexError, RuntimeError, ValueError, TypeError) as e:
@@ -532,6 +595,7 @@ class Room:
             raise RemoteProtocolError(f"malformed awareness update: {e}") from None
         finally:
             self._awareness_in = None
+            self._awareness_entry_sizes = None
 
     def _on_awareness_change(self, topic: str, event: tuple[dict[str, Any], Any]) -> None:
         if topic != "update":
@@ -543,6 +607,11 @@ class Room:
         if controlled is not None:
             controlled.update(added, updated)
             controlled.difference_update(removed)
+            for client in added:
+                self._owners[client] = origin
+        for client in removed:
+            self._owners.pop(client, None)
+        self._account_awareness(added, updated, removed)
         changed = added + updated + removed
         # Each entry that took effect names its client once in `changed`; an outdated one
         # names none. When all did, relaying the update as it came tells the peers exactly
@@ -562,6 +631,21 @@ class Room:
             and origin != "timeout"  # other nodes expire their copies by the same timeout
         ):
             self._publish_awareness(self.name, payload)
+
+    def _account_awareness(self, added: list[int], updated: list[int], removed: list[int]) -> None:
+        """Keep the bytes of every state, to cap the room's total."""
+        sizes = self._awareness_sizes
+        known = self._awareness_entry_sizes
+        for client in removed:
+            self._awareness_total -= sizes.pop(client, 0)
+        for client in (*added, *updated):
+            if known is not None and client in known:
+                size = known[client]
+            else:  # from the bus: measured
+                state = self.awareness.states.get(client)
+                size = len(json.dumps(state)) if state is not None else 0
+            self._awareness_total += size - sizes.get(client, 0)
+            sizes[client] = size
 
     def _awareness_frame(self) -> bytes:
         """Every awareness state, as one frame (kept until the next change)."""
@@ -723,6 +807,8 @@ class RoomManager(AsyncContextManagerMixin):
                     retired_state_vectors=stored.retired_state_vectors,
                     schedule_flush=self._schedule_flush,
                     max_depth=self.settings.max_depth,
+                    max_awareness_state=self.settings.max_awareness_state,
+                    max_awareness_bytes=self.settings.max_awareness_bytes,
                     awaiting_ack=self._awaiting_ack,
                     hooks=self.hooks,
                     publish=self._publish_update,

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ import anyio
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 from hypercorn.protocol import ws_stream
+from wsproto.events import Message
 from wsproto.extensions import PerMessageDeflate
 
 from collab.app import CollabApp, build_app
@@ -48,6 +50,63 @@ class _DeclineDeflate(PerMessageDeflate):
 
 def _disable_compression() -> None:
     ws_stream.PerMessageDeflate = _DeclineDeflate  # type: ignore[attr-defined]
+
+
+class BoundedFrameBuffer(ws_stream.WebsocketBuffer):
+    """hypercorn's buffer of the websocket message being received, bounded three ways.
+
+    hypercorn checks only the size of each message. Here a message must also arrive
+    whole within ``deadline`` seconds of its first byte (150 connections each trickling
+    a partial 15 MiB frame, one byte every 5 s, once pinned 2.3 GiB for good), and the
+    bytes of incomplete messages of all connections together stay under ``total_cap``.
+    Each breach closes that connection with 1009, as an oversized message does.
+
+    Once a message was refused, the rest of it is dropped as it arrives: hypercorn
+    would otherwise refuse it again on every chunk, fail to send a second close frame,
+    stop reading, and leave the client waiting for the closing handshake until the next
+    ping (20 s; uvicorn closes at once).
+    """
+
+    #: Bytes held by incomplete messages of every connection.
+    partial_total = 0
+    deadline = 30.0
+    total_cap = 256 * 1024 * 1024
+
+    def __init__(self, max_length: int) -> None:
+        super().__init__(max_length)
+        self.started = 0.0
+        self.refused = False
+
+    def extend(self, event: Message[Any]) -> None:
+        if self.refused:
+            return
+        now = time.monotonic()
+        if self.value is None:
+            self.started = now
+        before = self.length
+        try:
+            super().extend(event)
+        except ws_stream.FrameTooLargeError:
+            BoundedFrameBuffer.partial_total += self.length - before
+            self._refuse()
+        BoundedFrameBuffer.partial_total += self.length - before
+        if now - self.started > self.deadline or self.partial_total > self.total_cap:
+            self._refuse()
+
+    def _refuse(self) -> None:
+        self.clear()
+        self.refused = True
+        raise ws_stream.FrameTooLargeError()
+
+    def clear(self) -> None:
+        BoundedFrameBuffer.partial_total -= self.length
+        super().clear()
+
+
+def _bound_frames(settings: Settings) -> None:
+    BoundedFrameBuffer.deadline = settings.frame_deadline
+    BoundedFrameBuffer.total_cap = settings.max_partial_bytes
+    ws_stream.WebsocketBuffer = BoundedFrameBuffer  # type: ignore[misc]
 
 
 def hypercorn_config(settings: Settings) -> Config:
@@ -124,6 +183,7 @@ async def _until_signal(app: CollabApp) -> None:
 
 async def _serve_hypercorn(app: CollabApp, settings: Settings) -> None:
     _disable_compression()
+    _bound_frames(settings)
     await hypercorn_serve(
         app,  # type: ignore[arg-type]
         hypercorn_config(settings),

@@ -117,8 +117,8 @@ def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def check_awareness_update(payload: bytes) -> tuple[int, int]:
-    """Read an awareness update as y-protocols does, strictly; return (entries, bytes read).
+def read_awareness_update(payload: bytes) -> tuple[list[tuple[int, int, int, int]], int]:
+    """Read an awareness update as y-protocols does, strictly.
 
     Each entry is a client id, a clock, and a state: JSON (``null`` removes the client) as
     UTF-8 with its length in bytes. pycrdt's reader is lenient: it takes a missing state
@@ -127,11 +127,17 @@ def check_awareness_update(payload: bytes) -> tuple[int, int]:
     any of it is applied or relayed. Bytes after the last entry are not read (y-protocols
     ignores them too).
 
+    :returns: ``([(client, start, end, state_size), ...], bytes read)``: each entry's
+        bytes are ``payload[start:end]``, its state ``state_size`` bytes of JSON.
     :raises RemoteProtocolError: the payload is not such an update.
     """
     decoder = Decoder(payload)
     count = _read_uint(decoder)
+    if count > len(payload):  # each entry takes at least 3 bytes: refuse before looping
+        raise RemoteProtocolError("awareness update counts more entries than it holds")
+    entries = []
     for _ in range(count):
+        start = decoder.i0
         client, clock = _read_uint(decoder), _read_uint(decoder)
         if client > _MAX_UINT or clock > _MAX_UINT:
             raise RemoteProtocolError("awareness client id or clock out of range")
@@ -140,7 +146,19 @@ def check_awareness_update(payload: bytes) -> tuple[int, int]:
             json.loads(state.decode("utf-8"), parse_constant=_no_constants)
         except ValueError as e:  # UnicodeDecodeError and JSONDecodeError included
             raise RemoteProtocolError(f"awareness state is not JSON: {e}") from None
-    return count, decoder.i0
+        except RecursionError:
+            raise RemoteProtocolError("awareness state nests too deep") from None
+        entries.append((client, start, decoder.i0, len(state)))
+    return entries, decoder.i0
+
+
+def check_awareness_update(payload: bytes) -> tuple[int, int]:
+    """:func:`read_awareness_update`, counted: ``(entries, bytes read)``.
+
+    :raises RemoteProtocolError: the payload is not a valid awareness update.
+    """
+    entries, used = read_awareness_update(payload)
+    return len(entries), used
 
 
 def decode_state_vector(state_vector: bytes) -> dict[int, int]:

@@ -9,6 +9,7 @@ never come here: they go straight to ``collab.transport.websocket``, whatever th
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 
@@ -17,7 +18,10 @@ from starlette.responses import Response
 from starlette.routing import Route, Router
 
 from collab import metrics
-from collab.errors import StoreError
+from collab.access import is_loopback
+from collab.auth import Grants
+from collab.errors import CloseCode, StoreError
+from collab.hooks import Identity, Refused
 from collab.transport import responses, static
 from collab.transport.interface import Server
 from collab.transport.types import ASGIApp, Receive, Scope, Send
@@ -39,26 +43,81 @@ async def readyz(server: Server, request: Request) -> Response:
     return responses.text(503, "not ready")
 
 
+def _metrics_refusal(server: Server, request: Request) -> Response | None:
+    """Process details are for the operator: a bearer token, or a loopback client."""
+    token = server.settings.metrics_token
+    if token is not None:
+        given = request.headers.get("authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return None
+        return responses.text(401, "send Authorization: Bearer <the --metrics-token>")
+    client = request.client.host if request.client else ""
+    if is_loopback(client):
+        return None
+    return responses.text(403, "metrics are served to loopback only; set --metrics-token")
+
+
 async def metrics_page(server: Server, request: Request) -> Response:
+    refusal = _metrics_refusal(server, request)
+    if refusal is not None:
+        return refusal
     body, content_type = metrics.render()
     return Response(body, 200, responses.NO_STORE, content_type)
 
 
 async def stats(server: Server, request: Request) -> Response:
+    refusal = _metrics_refusal(server, request)
+    if refusal is not None:
+        return refusal
     return responses.json_body(200, metrics.stats())
+
+
+def identify(server: Server, request: Request, document: str | None) -> Identity:
+    """The caller's identity by the websockets' rule (:class:`collab.access.TokenAuth`).
+
+    :raises Refused: 4401 maps to HTTP 401, 4403 to 403.
+    """
+    query = {key: request.query_params.getlist(key) for key in request.query_params}
+    headers = {key.lower(): value for key, value in request.headers.items()}
+    return server.token_auth.identify(document, query, (), headers)
+
+
+def refused(e: Refused) -> Response:
+    return responses.error(403 if e.close_code == CloseCode.FORBIDDEN else 401, str(e))
+
+
+def query_int(request: Request, key: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter: ASCII digits only (``1_000`` and ``١٠`` are not).
+
+    :raises ValueError: it is not such an integer within ``low..high``.
+    """
+    text = request.query_params.get(key)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 9):
+        raise ValueError(text)
+    value = int(text)
+    if not low <= value <= high:
+        raise ValueError(text)
+    return value
 
 
 async def list_docs(server: Server, request: Request) -> Response:
     try:
-        limit = int(request.query_params.get("limit", "50"))
-        if not 1 <= limit <= 1000:
-            raise ValueError
+        limit = query_int(request, "limit", 50, 1, 1000)
     except ValueError:
-        return responses.error(400, "limit must be an integer from 1 to 1000")
+        return responses.error(400, "limit must be an integer from 1 to 1000 (ASCII digits)")
+    try:
+        identity = identify(server, request, None)
+    except Refused as e:
+        return refused(e)
+    grants = identity.claims.get("grants")
     try:
         docs = await server.store.list_docs(limit, flush_timeout=LIST_FLUSH_TIMEOUT)
     except StoreError as e:
         return responses.error(503, f"the store cannot be read: {e}")
+    if isinstance(grants, Grants):
+        docs = [d for d in docs if grants.may_list(d.name)]  # only what the caller may read
     return responses.json_body(200, {"docs": [asdict(d) for d in docs]})
 
 
@@ -109,6 +168,14 @@ def http_app(server: Server) -> ASGIApp:
         # Starlette sends a HEAD answer's body; HTTP says it has none.
         if scope["method"] == "HEAD":
             send = responses.without_body(send)
+        host = dict(scope.get("headers") or []).get(b"host")
+        if not server.origins.host_allowed(host.decode("latin-1") if host else None):
+            # DNS rebinding: a page of another site, its name pointed at this server
+            metrics.REFUSED.labels(reason="host").inc()
+            await responses.text(403, "this server does not answer to that Host name")(
+                scope, receive, send
+            )
+            return
         await router(scope, receive, send)
 
     return app

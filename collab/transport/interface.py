@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from collab.access import OriginPolicy, TokenAuth
 from collab.config import Settings
 from collab.hooks import Hooks
+from collab.limits import ConnectionCaps
 from collab.rooms import RoomManager
 from collab.storage.base import Store
 from collab.transport.peer import WebSocketPeer
@@ -22,6 +24,16 @@ class Server(Protocol):
     hooks: Hooks
     #: Every open connection: the app closes them all on shutdown.
     peers: set[WebSocketPeer]
+    #: Which Host and Origin headers are accepted.
+    origins: OriginPolicy
+    #: Open connections, with their caps.
+    caps: ConnectionCaps
+    #: Authenticates HTTP requests by the same rule as websockets.
+    token_auth: TokenAuth
+
+    def log_throttled(self, key: str, message: str) -> None:
+        """Log a warning, at most one per ``key`` every few seconds (floods stay quiet)."""
+        ...
 
     @property
     def ready(self) -> bool:

@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Awaitable, Coroutine
 from typing import Any
 
+from collab import metrics
 from collab.errors import CloseCode
 from collab.hooks import ANONYMOUS_WRITER, Identity
 from collab.transport.types import Send
@@ -37,7 +38,10 @@ class WebSocketPeer:
         "_closed",
         "_drainer",
         "_outbox",
+        "_queue_bytes",
         "_queue_size",
+        "_queued_bytes",
+        "_step2",
         "_reading",
         "_send",
         "close_code",
@@ -52,6 +56,7 @@ class WebSocketPeer:
         send: Send,
         *,
         queue_size: int,
+        queue_bytes: int = 32 * 1024 * 1024,
         wants_ack: bool,
         label: str,
         identity: Identity = ANONYMOUS_WRITER,
@@ -63,6 +68,9 @@ class WebSocketPeer:
         self.close_reason = ""
         self._send = send
         self._queue_size = queue_size
+        self._queue_bytes = queue_bytes
+        self._queued_bytes = 0  # in the outbox
+        self._step2: bytes | None = None  # a sync step 2 still in the outbox
         self._outbox: deque[bytes] | None = None  # frames waiting behind a stalled write
         self._drainer: asyncio.Task[None] | None = None  # exists while a write is stalled
         self._closed = False
@@ -80,12 +88,15 @@ class WebSocketPeer:
             outbox = self._outbox
             if outbox is None:
                 outbox = self._outbox = deque()
-            if len(outbox) >= self._queue_size:
+            queued = self._queued_bytes + len(frame)
+            if len(outbox) >= self._queue_size or queued > self._queue_bytes:
+                metrics.LIMIT_HITS.labels(limit="send_queue").inc()
                 self.close_nowait(
                     CloseCode.TOO_SLOW, "client fell too far behind; reconnect to resync"
                 )
                 return
             outbox.append(frame)
+            self._queued_bytes = queued
             return
         awaitable = self._send({"type": "websocket.send", "bytes": frame})
         write = awaitable if isinstance(awaitable, Coroutine) else _awaiting(awaitable)
@@ -113,13 +124,31 @@ class WebSocketPeer:
             await _finish(write, waiting_on)
             outbox = self._outbox
             while outbox and not self._closed:
-                await self._send({"type": "websocket.send", "bytes": outbox.popleft()})
+                frame = outbox.popleft()
+                self._queued_bytes -= len(frame)
+                if frame is self._step2:
+                    self._step2 = None
+                await self._send({"type": "websocket.send", "bytes": frame})
         except Exception as e:
             self._failed(e)
         finally:
             # No await between the last check of the outbox and here: the next frame is
             # either in the outbox already or will be written eagerly, never lost.
             self._drainer = None
+
+    @property
+    def holds_step2(self) -> bool:
+        """A sync step 2 sent to this peer is still queued, not yet written."""
+        return self._step2 is not None
+
+    def send_step2(self, frame: bytes) -> None:
+        """:meth:`send_nowait` for the answer to a sync step 1, remembered while queued:
+        a client that asks again meanwhile (each answer can be the whole document) is
+        not given another copy to hold (see the endpoint)."""
+        self.send_nowait(frame)
+        outbox = self._outbox
+        if outbox and outbox[-1] is frame:
+            self._step2 = frame
 
     def attach(self, reading: asyncio.Timeout | None) -> None:
         """Set the scope of the connection's reading loop, which a close cancels.
@@ -146,6 +175,8 @@ class WebSocketPeer:
         """
         self._closed = True
         self._outbox = None
+        self._queued_bytes = 0
+        self._step2 = None
         drainer = self._drainer
         if drainer is not None:
             drainer.cancel()

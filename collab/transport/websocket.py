@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, unquote_to_bytes
 import anyio
 
 from collab import metrics
+from collab.access import choose_subprotocol
 from collab.errors import CloseCode, RemoteProtocolError, StoreError
 from collab.hooks import (
     ANONYMOUS_WRITER,
@@ -27,21 +28,21 @@ from collab.hooks import (
     Identity,
     Refused,
 )
-from collab.protocol import decode
+from collab.limits import RateLimit
+from collab.names import name_from_bytes
+from collab.protocol import SyncStep1, decode
 from collab.transport.interface import Server
 from collab.transport.peer import WebSocketPeer
 from collab.transport.types import Receive, Scope, Send
 
 log = logging.getLogger("collab.transport")
 
-#: Longest document name accepted, in UTF-8 bytes.
-MAX_NAME_BYTES = 512
-
 
 def room_name(scope: Scope) -> str:
-    """The document name of a websocket scope: its path after the first ``/``, percent-decoded.
+    """The document name of a websocket scope: its path after the first ``/``,
+    percent-decoded, then checked and normalized by :func:`collab.names.name_from_bytes`.
 
-    :raises RemoteProtocolError: (close code 4400) the name is empty, too long or not UTF-8.
+    :raises BadNameError: (close code 4400) the name breaks the naming rule.
     """
     raw = scope.get("raw_path")
     if raw is None:
@@ -50,32 +51,17 @@ def room_name(scope: Scope) -> str:
     root = scope.get("root_path", "").encode("utf-8")
     if root and raw.startswith(root):
         raw = raw[len(root) :]  # mounted under a prefix: the name starts after it
-    name_bytes = unquote_to_bytes(raw[1:] if raw.startswith(b"/") else raw)
-    if not name_bytes:
-        raise RemoteProtocolError("empty document name", CloseCode.BAD_DOCUMENT_NAME)
-    if len(name_bytes) > MAX_NAME_BYTES:
-        raise RemoteProtocolError(
-            f"document name is {len(name_bytes)} bytes; the limit is {MAX_NAME_BYTES}",
-            CloseCode.BAD_DOCUMENT_NAME,
-        )
-    try:
-        name = name_bytes.decode("utf-8")
-    except UnicodeDecodeError:
-        raise RemoteProtocolError(
-            "document name is not valid UTF-8", CloseCode.BAD_DOCUMENT_NAME
-        ) from None
-    # Control characters cannot be typed in a name, garble `collab docs list`, and a NUL
-    # cuts the name short in SQLite's string functions.
-    if any(c < " " or c == "\x7f" for c in name):
-        raise RemoteProtocolError(
-            "document name contains a control character", CloseCode.BAD_DOCUMENT_NAME
-        )
-    return name
+    return name_from_bytes(unquote_to_bytes(raw[1:] if raw.startswith(b"/") else raw))
 
 
 def query_flag(scope: Scope, key: str) -> bool:
     values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(key, [])
     return any(v.lower() in ("1", "true", "yes") for v in values)
+
+
+def _client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "?"
 
 
 def _client_label(scope: Scope) -> str:
@@ -126,10 +112,27 @@ async def websocket_endpoint(server: Server, scope: Scope, receive: Receive, sen
     message = await receive()
     if message["type"] != "websocket.connect":
         return
+    headers = _headers(scope)
+    host, origin = headers.get("host"), headers.get("origin")
+    if not server.origins.host_allowed(host) or not server.origins.origin_allowed(origin, host):
+        # Closed before it is accepted: the ASGI server answers the handshake with 403.
+        # A page of another site (cross-site websocket hijacking) or a name that is not
+        # the server's (DNS rebinding) never gets a websocket.
+        metrics.REFUSED.labels(reason="origin" if host else "host").inc()
+        log.info(
+            "refused a websocket from %s: Host %r, Origin %r", _client_label(scope), host, origin
+        )
+        await send({"type": "websocket.close", "code": CloseCode.POLICY_VIOLATION})
+        return
     # Accept first, even to refuse: a close code and reason reach the client only over
     # an open websocket (a refused handshake is just an HTTP 403 to it).
-    await send({"type": "websocket.accept"})
+    accept: dict[str, object] = {"type": "websocket.accept"}
+    subprotocol = choose_subprotocol(list(scope.get("subprotocols") or ()))
+    if subprotocol is not None:
+        accept["subprotocol"] = subprotocol
+    await send(accept)
     label = _client_label(scope)
+    address = _client_address(scope)
     try:
         name = room_name(scope)
     except RemoteProtocolError as e:
@@ -138,6 +141,22 @@ async def websocket_endpoint(server: Server, scope: Scope, receive: Receive, sen
     if server.stopping:
         await _close(send, CloseCode.GOING_AWAY, "server is shutting down")
         return
+    refusal = server.caps.refusal(address, name)
+    if refusal is not None:
+        metrics.LIMIT_HITS.labels(limit="connections").inc()
+        server.log_throttled("connections", f"refused a connection from {label}: {refusal}")
+        await _close(send, CloseCode.TRY_AGAIN_LATER, refusal)
+        return
+    server.caps.acquire(address, name)
+    try:
+        await _serve_connection(server, scope, receive, send, name, label)
+    finally:
+        server.caps.release(address, name)
+
+
+async def _serve_connection(
+    server: Server, scope: Scope, receive: Receive, send: Send, name: str, label: str
+) -> None:
     try:
         identity = await _authenticate(server, scope, name, label)
         room = await server.rooms.open(name)
@@ -158,11 +177,19 @@ async def websocket_endpoint(server: Server, scope: Scope, receive: Receive, sen
     peer = WebSocketPeer(
         send,
         queue_size=server.settings.send_queue_size,
+        queue_bytes=server.settings.send_queue_bytes,
         wants_ack=query_flag(scope, "ack"),
         label=f"{label} on {name!r}",
         identity=identity,
     )
     opened = time.monotonic()
+    loop = asyncio.get_running_loop()
+    rate = RateLimit.from_settings(server.settings, loop.time())
+    expiry = None
+    if identity.expires_at is not None:
+        # The token ends the connection when it expires, not only when it next connects.
+        delay = max(identity.expires_at - time.time(), 0.0)
+        expiry = loop.call_later(delay, peer.close_nowait, CloseCode.UNAUTHORIZED, "token expired")
     server.peers.add(peer)
     metrics.CONNECTIONS.inc()
     disconnected = False
@@ -185,8 +212,25 @@ async def websocket_endpoint(server: Server, scope: Scope, receive: Receive, sen
                                 "text frames are not part of the y-websocket protocol",
                             )
                             break
+                        limited = rate.allows(len(data), loop.time())
+                        if limited is not None:
+                            metrics.LIMIT_HITS.labels(limit=limited).inc()
+                            server.log_throttled("rate", f"{peer.label} sent too many {limited}")
+                            peer.close_nowait(
+                                CloseCode.POLICY_VIOLATION, f"too many {limited} per second"
+                            )
+                            break
                         try:
-                            for reply in room.receive(peer, decode(data)):
+                            incoming = decode(data)
+                            if type(incoming) is SyncStep1:
+                                if peer.holds_step2:
+                                    # The step 2 still queued, and the updates queued after
+                                    # it, bring this client up to date: one is enough.
+                                    continue
+                                for reply in room.receive(peer, incoming):
+                                    peer.send_step2(reply)
+                                continue
+                            for reply in room.receive(peer, incoming):
                                 peer.send_nowait(reply)
                         except RemoteProtocolError as e:
                             peer.close_nowait(e.close_code, str(e))
@@ -211,6 +255,8 @@ async def websocket_endpoint(server: Server, scope: Scope, receive: Receive, sen
         if not reading.expired():
             raise
     finally:
+        if expiry is not None:
+            expiry.cancel()
         drainer = peer.stop_writing()
         if drainer is not None:
             with anyio.CancelScope(shield=True):

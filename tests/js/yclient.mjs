@@ -1,7 +1,7 @@
 // A stock y-websocket client, remote-controlled over stdin/stdout with JSON lines, so the
 // Python tests can drive the real JS yjs + y-websocket packages against a collab server.
 //
-//   node yclient.mjs ws://127.0.0.1:PORT ROOM [--ack]
+//   node yclient.mjs ws://127.0.0.1:PORT ROOM [--ack] [--token=JWT]
 // stdin:  {"id": 1, "cmd": "insert", "index": 0, "text": "hi"}
 // stdout: {"id": 1, "ok": true, "result": ...}   or {"event": "status", "status": "connected"}
 import readline from 'node:readline'
@@ -14,10 +14,14 @@ const doc = new Y.Doc()
 const text = doc.getText('content')
 const map = doc.getMap('map')
 const array = doc.getArray('array')
+const params = {}
+if (flags.includes('--ack')) params.ack = '1'
+const tokenFlag = flags.find((flag) => flag.startsWith('--token='))
+if (tokenFlag) params.token = tokenFlag.slice('--token='.length)
 const provider = new WebsocketProvider(serverUrl, room, doc, {
   WebSocketPolyfill: WebSocket,
   disableBc: true,
-  params: flags.includes('--ack') ? { ack: '1' } : {},
+  params,
   maxBackoffTime: 500
 })
 const closes = []
