@@ -196,6 +196,16 @@ class Settings:
     max_connections_per_document: int = setting(
         1000, "Open connections to one document.", type=click.IntRange(1)
     )
+    max_document_bytes: int = setting(
+        64 * 1024 * 1024,
+        "Largest a document may grow, in bytes of its Yjs encoding (past it: 1008).",
+        type=click.IntRange(1024),
+    )
+    max_open_documents: int = setting(
+        10_000,
+        "Documents held in memory at once; idle ones are unloaded first (past it: 1013).",
+        type=click.IntRange(1),
+    )
     max_awareness_state: int = setting(
         16 * 1024,
         "Largest awareness state (a user's name, colour, cursor) in bytes of JSON.",

@@ -60,7 +60,13 @@ from collab import metrics
 from collab.auth import Access
 from collab.bus import Bus, LocalBus
 from collab.config import Settings
-from collab.errors import CloseCode, InvalidUpdateError, RemoteProtocolError, StoreError
+from collab.errors import (
+    CloseCode,
+    CollabError,
+    InvalidUpdateError,
+    RemoteProtocolError,
+    StoreError,
+)
 from collab.hooks import (
     ChangePayload,
     ExtensionError,
@@ -128,6 +134,17 @@ MAX_AWARENESS_ENTRIES = 64
 MAX_CLIENT_IDS_PER_CONNECTION = 16
 
 
+class QuotaError(RemoteProtocolError):
+    """The document is at its size quota (close code 1008)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, CloseCode.POLICY_VIOLATION)
+
+
+class TooManyDocumentsError(CollabError):
+    """Every document slot is taken by a document with connections (close code 1013)."""
+
+
 class AwarenessLimitError(RemoteProtocolError):
     """An awareness message breaks a limit (close code 1008)."""
 
@@ -183,6 +200,8 @@ class Room:
         max_depth: int = MAX_DEPTH,
         max_awareness_state: int = 16 * 1024,
         max_awareness_bytes: int = 4 * 1024 * 1024,
+        max_document_bytes: int = 64 * 1024 * 1024,
+        loaded_bytes: int = 0,
     ) -> None:
         self.name = name
         self.doc = doc
@@ -199,6 +218,11 @@ class Room:
         # yrs sees them (collab.structs). Seeded from the doc at the first update, so a
         # room that is only read never decodes its document.
         self.max_depth = max_depth
+        # An upper bound of the document's encoded size: what it was loaded from plus
+        # every update since (deletions are not subtracted). Measured for real only when
+        # it passes the quota, so the check costs an addition per update.
+        self.max_document_bytes = max_document_bytes
+        self._size_bound = loaded_bytes
         self._nesting: NestingTracker | None = None
         self._doc_subscription: Subscription | None = doc.observe(self._on_doc_change)
         self.awareness = Awareness(doc)
@@ -446,6 +470,13 @@ class Room:
     def _apply(self, sender: Peer, update: bytes) -> None:
         if update == EMPTY_UPDATE:
             return
+        if self._size_bound + len(update) > self.max_document_bytes:
+            self._size_bound = len(self.doc.get_update())  # measured: it may have shrunk
+            if self._size_bound + len(update) > self.max_document_bytes:
+                metrics.LIMIT_HITS.labels(limit="document_size").inc()
+                raise QuotaError(
+                    f"the document would pass its size quota of {self.max_document_bytes} bytes"
+                )
         tracker = self._nesting_tracker()
         nesting = tracker.check(update)  # StructError, TooDeepError: 1007, nothing applied
         if nesting.pending > MAX_PENDING_STRUCTS:
@@ -467,6 +498,8 @@ class Room:
             raise  # a failed decode changed nothing: the tracker is not told either
         tracker.commit(nesting)
         integrated, self._integrated = self._integrated, None
+        if integrated is not None:
+            self._size_bound += len(integrated)
         if integrated is None:
             # Nothing new (typically a reconnecting client's sync step 2, which carries its
             # whole delete set), or all of it waits for a dependency: the doc holds that
@@ -790,6 +823,7 @@ class RoomManager(AsyncContextManagerMixin):
             if loading is not None:
                 await loading.wait()
                 continue  # loaded by another peer, or failed: then this one tries again
+            self._make_room_for_one()
             loading = self._loading[name] = anyio.Event()
             self._early[name] = []
             try:
@@ -809,6 +843,8 @@ class RoomManager(AsyncContextManagerMixin):
                     max_depth=self.settings.max_depth,
                     max_awareness_state=self.settings.max_awareness_state,
                     max_awareness_bytes=self.settings.max_awareness_bytes,
+                    max_document_bytes=self.settings.max_document_bytes,
+                    loaded_bytes=sum(len(u) for u in stored.updates),
                     awaiting_ack=self._awaiting_ack,
                     hooks=self.hooks,
                     publish=self._publish_update,
@@ -835,6 +871,27 @@ class RoomManager(AsyncContextManagerMixin):
                     self.bus.unsubscribe(self, name)
                 del self._loading[name]
                 loading.set()
+
+    def _make_room_for_one(self) -> None:
+        """Unload idle rooms, longest idle first, until one more fits under the cap.
+
+        :raises TooManyDocumentsError: every loaded room has connections.
+        """
+        cap = self.settings.max_open_documents
+        excess = len(self.rooms) + len(self._loading) + 1 - cap
+        if excess <= 0:
+            return
+        idle = sorted(
+            (room for room in self.rooms.values() if room.empty_since is not None),
+            key=lambda room: room.empty_since or 0.0,
+        )
+        for room in idle[:excess]:
+            room.flush()  # queued in the store: a reload finds it
+            self._drop(room)
+            log.debug("unloaded idle room %r to make room", room.name)
+        if len(self.rooms) + len(self._loading) + 1 > cap:
+            metrics.LIMIT_HITS.labels(limit="open_documents").inc()
+            raise TooManyDocumentsError(f"{cap} documents are open, the limit; try later")
 
     # -- the bus -------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from collab.hooks import (
 from collab.limits import RateLimit
 from collab.names import name_from_bytes
 from collab.protocol import SyncStep1, decode
+from collab.rooms import TooManyDocumentsError
 from collab.transport.interface import Server
 from collab.transport.peer import WebSocketPeer
 from collab.transport.types import Receive, Scope, Send
@@ -165,6 +166,10 @@ async def _serve_connection(
         return
     except ExtensionError:
         await _close(send, CloseCode.INTERNAL_ERROR, "an extension of the server failed")
+        return
+    except TooManyDocumentsError as e:
+        server.log_throttled("documents", f"refused {label} on {name!r}: {e}")
+        await _close(send, CloseCode.TRY_AGAIN_LATER, str(e))
         return
     except StoreError as e:
         log.error("cannot open %r for %s: %s", name, label, e)
