@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
+import tomllib
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -13,7 +13,7 @@ from typing import Any, BinaryIO, TypeVar
 import anyio
 import click
 
-from collab import __version__, admin
+from collab import __version__, admin, logs
 from collab.auth import Access, ConfigError, TokenError, issue_token
 from collab.config import Settings, envvar_of, flag_of
 from collab.errors import CollabError, StoreError
@@ -30,13 +30,6 @@ from collab.storage.base import (
 
 DEFAULTS = Settings()
 T = TypeVar("T")
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -68,7 +61,45 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
             show_default=not meta.get("secret") and default not in (None, ()),
             help=meta["help"],
         )(command)
-    return command
+    return click.option(
+        "--config",
+        "config",
+        envvar="COLLAB_CONFIG",
+        type=click.Path(dir_okay=False),
+        default=None,
+        is_eager=True,  # read before the others, whose defaults it sets
+        expose_value=True,
+        callback=_read_config_file,
+        show_envvar=True,
+        help="A TOML file of settings, keyed like the flags (max-message-size = 4194304)."
+        " Precedence: flag, then environment, then this file, then the default.",
+    )(command)
+
+
+def _read_config_file(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    path = Path(value)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise click.BadParameter(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise click.BadParameter(f"cannot read {path}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise click.BadParameter(f"{path} is not valid TOML: {e}") from None
+    names = {f.name: f.name for f in fields(Settings)}
+    names.update({flag_of(f.name).removeprefix("--"): f.name for f in fields(Settings)})
+    defaults: dict[str, Any] = {}
+    for key, setting in data.items():
+        name = names.get(key) or names.get(key.replace("_", "-"))
+        if name is None:
+            raise click.BadParameter(
+                f"{path}: unknown setting {key!r}; `collab serve --help` lists them"
+            )
+        defaults[name] = setting
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
 
 
 @cli.command()
@@ -84,7 +115,7 @@ def serve(**options: Any) -> None:
         collab serve --port 1234 --db data/collab.db
     """
     settings = settings_from(options)
-    _setup_logging(settings.log_level)
+    logs.setup(settings.log_level, settings.log_format)
     from collab.server import serve as run_server
 
     try:
@@ -100,10 +131,55 @@ def serve(**options: Any) -> None:
 
 def settings_from(options: dict[str, Any]) -> Settings:
     """Settings from the parsed options of :func:`settings_options`."""
+    options = {k: v for k, v in options.items() if k != "config"}
     values = {**options, "synchronous": options["synchronous"].upper()}
+    defaults = Settings()
+    for name, value in values.items():
+        if value == "" and getattr(defaults, name) is None:
+            values[name] = None  # COLLAB_JWT_SECRET= (empty) means not set
     for name in ("allowed_origins", "allowed_hosts"):
         values[name] = tuple(values[name])
     return Settings(**values)
+
+
+@cli.command("config")
+@settings_options
+def show_config(**options: Any) -> None:
+    """Print the settings `collab serve` would run with, and where each came from.
+
+    Takes the same options, environment and --config file as `collab serve`; secrets
+    are masked. The output is TOML, usable as a --config file.
+
+    Example:
+
+        COLLAB_PORT=8080 collab config --config collab.toml
+    """
+    ctx = click.get_current_context()
+    settings = settings_from(options)
+    sources = {
+        click.core.ParameterSource.COMMANDLINE: "flag",
+        click.core.ParameterSource.ENVIRONMENT: "environment",
+        click.core.ParameterSource.DEFAULT_MAP: f"file {options.get('config')}",
+        click.core.ParameterSource.DEFAULT: "default",
+    }
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        source = sources.get(ctx.get_parameter_source(f.name), "default")  # type: ignore[arg-type]
+        if source == "environment":
+            source = f"environment {envvar_of(f.name)}"
+        if value is None:
+            shown = "# not set"
+            click.echo(f"# {flag_of(f.name).removeprefix('--')} {shown} ({source})")
+            continue
+        if f.metadata.get("secret"):
+            shown = '"********"'
+        elif isinstance(value, tuple):
+            shown = json.dumps(list(value))
+        elif isinstance(value, bool | int | float):
+            shown = json.dumps(value)
+        else:
+            shown = json.dumps(str(value))
+        click.echo(f"{flag_of(f.name).removeprefix('--')} = {shown}  # {source}")
 
 
 def _loop_options(settings: Settings) -> dict[str, Any]:

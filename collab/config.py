@@ -128,6 +128,11 @@ class Settings:
     log_level: str = setting(
         "info", "Logging verbosity.", type=click.Choice(["debug", "info", "warning", "error"])
     )
+    log_format: str = setting(
+        "auto",
+        "Log lines as json or text; auto is text on a terminal and JSON lines elsewhere.",
+        type=click.Choice(["auto", "json", "text"]),
+    )
     # -- access ------------------------------------------------------------------------
     jwt_secret: str | None = setting(
         None, "HS256 secret (32 bytes or more) that signs access tokens.", secret=True

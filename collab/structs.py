@@ -44,7 +44,9 @@ against pycrdt 0.14.13 in ``tests/test_structs.py``):
   first with it. Refused.
 * Strings must be valid UTF-8 (yrs ``read_string`` does not check); counts may not
   exceed the bytes left (yrs reserves memory for the count before reading).
-* Zero-length items (yrs drops them, yjs integrates them). Refused.
+* Zero-length items (yrs drops them, yjs integrates them), GC and skip structs (yrs keeps
+  them, then divides by their length whenever it encodes the document: a panic on every
+  join, found by tests/fuzz/fuzz_atheris.py) and deleted ranges. Refused.
 
 Trailing bytes after the delete set are ignored, as yrs does.
 """
@@ -438,6 +440,10 @@ def read_update(update: bytes) -> DecodedUpdate:
                 ref = info & 0x1F
                 if info == _GC or info == _SKIP:
                     length, pos = _uint(data, pos)
+                    if length == 0:
+                        # yrs keeps a zero-length block, and then divides by its length
+                        # whenever the document is encoded (a panic on every join)
+                        raise StructError("empty GC or skip", pos)
                     struct = Struct(client, clock, length, ref)
                 elif ref == _GC or ref == _SKIP or ref > 9:
                     raise StructError(f"invalid struct info byte {info:#04x}", pos - 1)
@@ -481,6 +487,8 @@ def read_update(update: bytes) -> DecodedUpdate:
             for _ in range(n_ranges):
                 clock, pos = _uint(data, pos)
                 length, pos = _uint(data, pos)
+                if length == 0:
+                    raise StructError("empty deleted range", pos)
                 if clock + length > MAX_CLOCK:
                     raise StructError(f"deleted range ends past clock {MAX_CLOCK}", pos)
                 delete_set.append((client, clock, length))

@@ -42,6 +42,8 @@ class WebSocketPeer:
         "_queue_size",
         "_queued_bytes",
         "_step2",
+        "bytes_out",
+        "messages_out",
         "_reading",
         "_send",
         "close_code",
@@ -71,6 +73,9 @@ class WebSocketPeer:
         self._queue_bytes = queue_bytes
         self._queued_bytes = 0  # in the outbox
         self._step2: bytes | None = None  # a sync step 2 still in the outbox
+        #: Frames and bytes handed to this peer (queued or written), for the close log.
+        self.messages_out = 0
+        self.bytes_out = 0
         self._outbox: deque[bytes] | None = None  # frames waiting behind a stalled write
         self._drainer: asyncio.Task[None] | None = None  # exists while a write is stalled
         self._closed = False
@@ -84,6 +89,8 @@ class WebSocketPeer:
     def send_nowait(self, frame: bytes) -> None:
         if self._closed:
             return  # already closing; the frame has nowhere to go
+        self.messages_out += 1
+        self.bytes_out += len(frame)
         if self._drainer is not None:
             outbox = self._outbox
             if outbox is None:
@@ -164,7 +171,7 @@ class WebSocketPeer:
         """Ask the connection to close with ``code``; it happens at the next checkpoint."""
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
-            log.info("closing %s: %d %s", self.label, code, reason)
+            log.debug("closing %s: %d %s", self.label, code, reason)
         self.stop_writing()
         self._stop_reading()
 

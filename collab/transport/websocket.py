@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, unquote_to_bytes
 
 import anyio
 
-from collab import metrics
+from collab import logs, metrics
 from collab.access import choose_subprotocol
 from collab.errors import CloseCode, RemoteProtocolError, StoreError
 from collab.hooks import (
@@ -196,8 +196,20 @@ async def _serve_connection(
         delay = max(identity.expires_at - time.time(), 0.0)
         expiry = loop.call_later(delay, peer.close_nowait, CloseCode.UNAUTHORIZED, "token expired")
     server.peers.add(peer)
+    logs.event(
+        log,
+        logging.INFO,
+        "connection.opened",
+        "connection opened",
+        doc=name,
+        client=label,
+        user=identity.user,
+        access=identity.access.name.lower(),
+    )
+    messages_in = bytes_in = 0
     metrics.CONNECTIONS.inc()
     disconnected = False
+    client_code: int | None = None
     try:
         # asyncio.timeout(None) is the standard library's cancel scope: a close from
         # elsewhere (a full outbox, shutdown, a retired document) ends the reading loop
@@ -211,12 +223,14 @@ async def _serve_connection(
                     message = await receive()
                     if message["type"] == "websocket.receive":
                         data = message.get("bytes")
+                        messages_in += 1
                         if data is None:
                             peer.close_nowait(
                                 CloseCode.UNSUPPORTED_DATA,
                                 "text frames are not part of the y-websocket protocol",
                             )
                             break
+                        bytes_in += len(data)
                         limited = rate.allows(len(data), loop.time())
                         if limited is not None:
                             metrics.LIMIT_HITS.labels(limit=limited).inc()
@@ -253,6 +267,7 @@ async def _serve_connection(
                             break
                     elif message["type"] == "websocket.disconnect":
                         disconnected = True
+                        client_code = message.get("code")
                         break
             finally:
                 peer.attach(None)
@@ -272,6 +287,23 @@ async def _serve_connection(
         if peer.close_code is not None:
             metrics.CLOSED.labels(code=str(int(peer.close_code))).inc()
     code = peer.close_code if peer.close_code is not None else CloseCode.NORMAL
+    logs.event(
+        log,
+        logging.INFO,
+        "connection.closed",
+        "connection closed",
+        doc=name,
+        client=label,
+        user=identity.user,
+        duration=round(time.monotonic() - opened, 3),
+        messages_in=messages_in,
+        bytes_in=bytes_in,
+        messages_out=peer.messages_out,
+        bytes_out=peer.bytes_out,
+        code=int(peer.close_code) if peer.close_code is not None else client_code,
+        reason=peer.close_reason or None,
+        by="server" if peer.close_code is not None else "client",
+    )
     if not disconnected:
         with anyio.CancelScope(shield=True):
             try:

@@ -2,10 +2,10 @@
 
     .venv/bin/python tests/fuzz/fuzz_atheris.py -max_total_time=120 -print_final_stats=1
 
-Each input is split into up to four updates (the first byte picks how), offered to a
-victim's room; tests/fuzz/harness.py checks the invariants after each, and the full ones
-every 20 inputs, when a fresh room takes over. libFuzzer prints how many inputs it ran
-(``stat::number_of_executed_units``).
+Each input is split into up to eight updates (the first byte picks how), offered to a
+fresh victim's room; tests/fuzz/harness.py checks the invariants after each, and the full
+ones at the end, so that a failing input reproduces on its own. libFuzzer prints how many
+inputs it ran (``stat::number_of_executed_units``).
 Seeds: the real updates of the harness, written to a temporary corpus.
 """
 
@@ -25,29 +25,23 @@ with atheris.instrument_imports():
 
 from tests.fuzz.harness import REAL, VICTIM_UPDATE, Harness  # noqa: E402
 
-#: Inputs offered to one room before the full check and a fresh room.
-SESSION = 20
-_state: dict[str, object] = {"harness": None, "count": 0}
-
 
 def one_input(data: bytes) -> None:
+    """One input is one session: up to eight updates to a fresh room, then the full
+    check, so that a failing input reproduces on its own."""
     if not data:
         return
-    harness = _state["harness"]
-    if not isinstance(harness, Harness):
-        harness = _state["harness"] = Harness()
-    pieces = data[0] % 4 + 1
+    pieces = data[0] % 8 + 1
     body = data[1:]
     size = max(1, len(body) // pieces)
-    for i in range(pieces):
-        chunk = body[i * size : (i + 1) * size] if i < pieces - 1 else body[i * size :]
-        harness.offer(chunk, as_awareness=data[0] & 0x80 != 0)
-    count = int(str(_state["count"])) + 1
-    _state["count"] = count
-    if count % SESSION == 0:
+    harness = Harness()
+    try:
+        for i in range(pieces):
+            chunk = body[i * size : (i + 1) * size] if i < pieces - 1 else body[i * size :]
+            harness.offer(chunk, as_awareness=data[0] & 0x80 != 0)
         harness.check()
+    finally:
         harness.close()
-        _state["harness"] = None
 
 
 def main() -> None:

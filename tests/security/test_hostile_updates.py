@@ -150,6 +150,11 @@ def hostile() -> Iterator[bytes]:
     yield yb.encode({}, deletes={9: [(0, 2**31)]})
     # the victim's ids with other content
     yield yb.encode({77: (0, [yb.item(yb.string("forged text"), parent="content")])})
+    # found by atheris: zero-length GC structs, which make yrs divide by zero whenever it
+    # encodes the document afterwards (every sync step 2)
+    yield bytes.fromhex("01024d0100000000000000136574610e6e0001c4")
+    yield yb.encode({77: (11, [yb.gc(0)])})
+    yield yb.encode({}, deletes={77: [(0, 0)]})
 
 
 @pytest.mark.parametrize("update", list(hostile()), ids=lambda u: f"{len(u)}B")
