@@ -76,6 +76,11 @@ async def export_content(
     }
 
 
+def root_names(update: bytes) -> set[str]:
+    """The names of the root types a document (as one update) holds."""
+    return set(doc_from([update]).keys())
+
+
 async def export_text(
     store: DocumentStore, room: str, root: str = "content", at: float | None = None
 ) -> str:

@@ -27,6 +27,7 @@ from collab.storage.base import (
     DatabaseError,
     DocOrder,
 )
+from collab.updates import EMPTY_UPDATE
 
 DEFAULTS = Settings()
 T = TypeVar("T")
@@ -375,6 +376,26 @@ def docs_export(
     """
 
     async def export(store: Store) -> bytes:
+        if at is not None or roots:
+            update = await admin.export_update(store, name, at)
+            if update == EMPTY_UPDATE:
+                when = f" at {format_time(at)}" if at is not None else ""
+                raise click.ClickException(
+                    f"{name!r} had no content{when}: nothing to export"
+                    + (" (it did not exist yet, or was empty)" if at is not None else "")
+                )
+            present = admin.root_names(update)
+            missing = [
+                r
+                for r in roots
+                if r.partition(":")[0] not in present
+                and r.partition(":")[2] in ("", "text", "map", "array", "xml")
+            ]
+            if missing:
+                raise click.ClickException(
+                    f"{name!r} has no root {missing[0].partition(':')[0]!r}; its roots are "
+                    + (", ".join(sorted(present)) or "none")
+                )
         try:
             if fmt == "update":
                 return await admin.export_update(store, name, at)
@@ -384,7 +405,7 @@ def docs_export(
             if len(roots) > 1:
                 raise click.UsageError("--format text exports one --root")
             text = await admin.export_text(store, name, roots[0] if roots else "content", at)
-            return text.encode()
+            return (text if text.endswith("\n") else text + "\n").encode()
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--root") from None
 
@@ -592,8 +613,8 @@ def docs_restore(db: str, name: str, at: float, yes: bool) -> None:
         click.echo(f"{name!r} already has its content of {format_time(at)} (roots: {roots})")
     else:
         click.echo(
-            f"restored {name!r} to {format_time(at)} with a {_size(len(result.update))}"
-            f" edit (roots: {roots})"
+            f"restored {name!r} to {format_time(at)} with an edit of"
+            f" {_size(len(result.update))} (roots: {roots})"
         )
 
 
@@ -611,6 +632,9 @@ def backup(db: str, path: str, force: bool) -> None:
 
         collab backup backups/collab-$(date +%F).db
     """
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise click.ClickException(f"the folder {folder} does not exist: create it first")
     with click.progressbar(length=100, label="backing up", file=sys.stderr) as bar:
         done = 0
 
@@ -648,7 +672,8 @@ def check(db: str) -> None:
     for problem in problems:
         click.echo(f"FAIL {problem.room!r} ({problem.where}): {problem.error}")
     failed = len({p.room for p in problems})
-    click.echo(f"checked {checked} documents: {failed or 'none'} failed")
+    noun = "document" if checked == 1 else "documents"
+    click.echo(f"checked {checked} {noun}: {failed or 'none'} failed")
     if problems:
         raise SystemExit(1)
 

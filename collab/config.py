@@ -91,8 +91,10 @@ class Settings:
         "Deepest nesting of shared types a document may reach (deeper updates: 1007).",
         type=click.IntRange(1, 10_000),
     )
+    #: 3 s: a peer whose network vanished (no close frame) is dropped, and its presence
+    #: removed for everyone, within about 7 s; a ping costs a few bytes per interval.
     ping_interval: float = setting(
-        20.0,
+        3.0,
         "Seconds between websocket pings; a peer silent for two intervals is dropped.",
         type=click.FloatRange(0.1),
     )
@@ -122,7 +124,7 @@ class Settings:
     )
     server: str = setting(
         "hypercorn",
-        "ASGI server to run under; uvicorn needs `pip install 'collab[uvicorn]'`.",
+        "ASGI server to run under; uvicorn needs pip install 'collab[uvicorn]'.",
         type=click.Choice(SERVERS),
     )
     log_level: str = setting(

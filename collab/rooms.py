@@ -233,6 +233,9 @@ class Room:
         self._awareness_entry_sizes: dict[int, int] | None = None  # its states' sizes
         # Which connection owns each awareness client id (the first that used it).
         self._owners: dict[int, Peer] = {}
+        # (first clock on its connection, last clock relayed) of each client whose
+        # clocks are moved past what peers may have seen (_apply_awareness).
+        self._clock_floors: dict[int, tuple[int, int]] = {}
         # The bytes of each client's state, and their sum, capped per room.
         self._awareness_sizes: dict[int, int] = {}
         self._awareness_total = 0
@@ -288,6 +291,8 @@ class Room:
     def leave(self, peer: Peer) -> None:
         """Remove a peer and, at once, the awareness states it controlled."""
         client_ids = self.peers.pop(peer, set())
+        for client_id in client_ids:
+            self._clock_floors.pop(client_id, None)
         self._ack_peers.discard(peer)
         self._told_read_only.discard(peer)
         if not self._ack_peers:
@@ -591,7 +596,9 @@ class Room:
         kept = []
         sizes = self._awareness_sizes
         total = self._awareness_total
-        for client, start, end, size in entries:
+        rewritten = False
+        meta = self.awareness.meta
+        for client, clock, start, after_clock, end, size in entries:
             owner = self._owners.get(client)
             if owner is not None and owner is not peer:
                 # A client id belongs to the connection that first used it: another one
@@ -608,18 +615,42 @@ class Room:
                     " on one connection"
                 )
             total += size - sizes.get(client, 0)
-            kept.append((client, start, end, size))
+            seen = self._clock_floors.get(client)
+            if seen is None:
+                # A client back on a new connection (after a blip, or a server restart)
+                # announces itself with the clock it had, which every peer that saw its
+                # state, or its removal, ignores as old news until the next renewal, 15 s
+                # later. Its first entry here is moved past anything they may have seen;
+                # it adopts that clock from the echo, and goes on from there.
+                known = meta.get(client)
+                relayed = max(clock + 1, known["clock"] + 1 if known is not None else 0)
+                self._clock_floors[client] = (clock, relayed)
+            else:
+                first, last = seen
+                if clock > last or clock < first:
+                    relayed = clock  # caught up with the echo, or outdated: as it came
+                else:
+                    relayed = last + 1  # sent before the echo reached it
+                self._clock_floors[client] = (first, max(last, relayed))
+            if relayed != clock:
+                entry = write_var_uint(client) + write_var_uint(relayed)
+                kept.append((client, -1, -1, size, entry + payload[after_clock:end]))
+                rewritten = True
+            else:
+                kept.append((client, start, end, size, b""))
         if total > self.max_awareness_bytes:
             raise AwarenessLimitError(
                 f"the document's awareness states would take {total} bytes; the limit is"
                 f" {self.max_awareness_bytes}"
             )
-        if len(kept) < len(entries):
+        if len(kept) < len(entries) or rewritten:
             if not kept:
                 return
-            payload = write_var_uint(len(kept)) + b"".join(payload[a:b] for _, a, b, _ in kept)
+            payload = write_var_uint(len(kept)) + b"".join(
+                entry if a < 0 else payload[a:b] for _, a, b, _, entry in kept
+            )
             used = len(payload)
-        self._awareness_entry_sizes = {client: size for client, _, _, size in kept}
+        self._awareness_entry_sizes = {client: size for client, _, _, size, _ in kept}
         self._awareness_in = (payload[:used] if used < len(payload) else payload, len(kept))
         try:
             self.awareness.apply_awareness_update(payload, origin=peer)

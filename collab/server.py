@@ -150,6 +150,8 @@ async def serve_app(app: CollabApp, settings: Settings) -> None:
     """:func:`serve` for an app built by the caller (bench/conn_memory.py watches its peers)."""
     if settings.server not in SERVERS:
         raise CollabError(f"unknown server {settings.server!r}: pick one of {', '.join(SERVERS)}")
+    if settings.server == "uvicorn":
+        _require_uvicorn()  # before announcing anything
     _quiet_cancelled_connections(app)
     log.info(
         "collab listening on ws://%s:%d/<doc-name> (db: %s, server: %s)",
@@ -214,11 +216,19 @@ def uvicorn_config(app: CollabApp, settings: Settings) -> uvicorn.Config:
     )
 
 
-async def _serve_uvicorn(app: CollabApp, settings: Settings) -> None:
+UVICORN_HINT = "--server uvicorn needs uvicorn: pip install 'collab[uvicorn]'"
+
+
+def _require_uvicorn() -> None:
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError:
-        raise CollabError("--server uvicorn needs uvicorn: pip install 'collab[uvicorn]'") from None
+        raise CollabError(UVICORN_HINT) from None
+
+
+async def _serve_uvicorn(app: CollabApp, settings: Settings) -> None:
+    _require_uvicorn()
+    import uvicorn
 
     class Server(uvicorn.Server):
         @contextmanager

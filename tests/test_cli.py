@@ -86,7 +86,7 @@ def test_list_as_table_and_json(db_path: Path) -> None:
 
 
 def test_export_text_json_and_update(db_path: Path, tmp_path: Path) -> None:
-    assert ok(run(db_path, "docs", "export", "notes", "--format", "text")) == "draft v2"
+    assert ok(run(db_path, "docs", "export", "notes", "--format", "text")) == "draft v2\n"
     assert json.loads(ok(run(db_path, "docs", "export", "notes", "--format", "json"))) == {
         "content": "draft v2",
         "meta": {"title": "Notes"},
@@ -103,8 +103,9 @@ def test_export_text_json_and_update(db_path: Path, tmp_path: Path) -> None:
 
 def test_export_at_a_past_time(db_path: Path) -> None:
     old = ok(run(db_path, "docs", "export", "notes", "--format", "text", "--at", "30m"))
-    assert old == "draft"
-    assert ok(run(db_path, "docs", "export", "notes", "--format", "text", "--at", "2h")) == ""
+    assert old == "draft\n"
+    before = run(db_path, "docs", "export", "notes", "--format", "text", "--at", "2h")
+    assert before.exit_code == 1 and "had no content at" in before.output  # not silence
 
 
 def test_export_errors(db_path: Path) -> None:
@@ -124,7 +125,7 @@ def test_import_merges_and_refuses_garbage(db_path: Path, tmp_path: Path) -> Non
     doc.get("content", type=Text).insert(0, "imported")
     source.write_bytes(doc.get_update())
     assert "merged into 'fresh'" in ok(run(db_path, "docs", "import", "fresh", str(source)))
-    assert ok(run(db_path, "docs", "export", "fresh", "--format", "text")) == "imported"
+    assert ok(run(db_path, "docs", "export", "fresh", "--format", "text")) == "imported\n"
     garbage = tmp_path / "garbage.bin"
     garbage.write_bytes(b"\x01\x05\xff\xff\xff")
     result = run(db_path, "docs", "import", "other", str(garbage))
@@ -145,7 +146,7 @@ def test_import_replace_asks_first(db_path: Path, tmp_path: Path) -> None:
     assert result.exit_code == 1 and "Aborted" in result.output
     output = ok(run(db_path, "docs", "import", "notes", str(source), "--replace", "--yes"))
     assert "replaced 'notes' (epoch 1)" in output
-    assert ok(run(db_path, "docs", "export", "notes", "--format", "text")) == "replacement"
+    assert ok(run(db_path, "docs", "export", "notes", "--format", "text")) == "replacement\n"
 
 
 def test_compact_one_or_all(db_path: Path) -> None:
@@ -158,7 +159,7 @@ def test_compact_one_or_all(db_path: Path) -> None:
         ("empty", 1, 1),
         ("notes", 1, 9),
     ]
-    assert ok(run(db_path, "docs", "export", "notes", "--format", "text")) == "draft v2"
+    assert ok(run(db_path, "docs", "export", "notes", "--format", "text")) == "draft v2\n"
     result = run(db_path, "docs", "compact", "missing")
     assert result.exit_code == 1 and "no document named" in result.output
 
@@ -180,7 +181,7 @@ def test_history_and_restore(db_path: Path) -> None:
     assert len([line for line in output.splitlines() if line[:2] == "20"]) == 2  # two sessions
     restored = ok(run(db_path, "docs", "restore", "notes", "--at", "30m", "--yes"))
     assert "restored 'notes'" in restored and "content:text" in restored
-    assert ok(run(db_path, "docs", "export", "notes", "--format", "text")) == "draft"
+    assert ok(run(db_path, "docs", "export", "notes", "--format", "text")) == "draft\n"
     again = ok(run(db_path, "docs", "restore", "notes", "--at", "now", "--yes"))
     assert "already has its content" in again
     result = run(db_path, "docs", "restore", "notes")
@@ -247,7 +248,7 @@ def test_a_document_with_a_damaged_row_can_be_replaced_or_deleted(
     backup = tmp_path / "backup.ydoc"
     backup.write_bytes(good.get_update())
     ok(run(db_path, "docs", "import", "notes", str(backup), "--replace", "--yes"))
-    assert ok(run(db_path, "docs", "export", "notes", "--format", "text")) == "from the backup"
+    assert ok(run(db_path, "docs", "export", "notes", "--format", "text")) == "from the backup\n"
     with sqlite3.connect(db_path) as raw:
         raw.execute("UPDATE updates SET data = x'0105ffffff'")
     ok(run(db_path, "docs", "delete", "notes", "--yes"))
@@ -290,3 +291,33 @@ def test_token_issue_refuses_bad_input_in_one_line(args: list[str], message: str
     assert result.exit_code != 0
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+# -- rough edges found on a fresh clone (issue 14) -------------------------------------
+
+
+def test_export_of_nothing_says_so_and_fails(db_path: Path) -> None:
+    before_it_existed = run(db_path, "docs", "export", "notes", "--at", "@0", "--format", "text")
+    assert before_it_existed.exit_code == 1
+    assert "had no content at" in before_it_existed.output
+    no_root = run(db_path, "docs", "export", "notes", "--format", "json", "--root", "nope")
+    assert no_root.exit_code == 1
+    assert "has no root 'nope'; its roots are content, meta" in no_root.output
+
+
+def test_text_export_ends_with_a_newline(db_path: Path) -> None:
+    assert ok(run(db_path, "docs", "export", "notes", "--format", "text")) == "draft v2\n"
+
+
+def test_backup_into_a_missing_folder_names_the_folder(db_path: Path, tmp_path: Path) -> None:
+    result = run(db_path, "backup", str(tmp_path / "nowhere" / "copy.db"))
+    assert result.exit_code == 1
+    assert f"the folder {tmp_path / 'nowhere'} does not exist" in result.output
+
+
+def test_check_counts_one_document_in_the_singular(tmp_path: Path) -> None:
+    path = tmp_path / "one.db"
+    db = connect(path)
+    append_updates(db, [("only", b"\x00\x00", time.time(), None)])
+    db.close()
+    assert "checked 1 document: none failed" in ok(run(path, "check"))

@@ -181,7 +181,10 @@ async def test_an_awareness_update_that_took_effect_whole_is_relayed_as_it_came(
     a, b = FakePeer(), FakePeer()
     room.join(a)
     room.join(b)
-    payload = awareness_entries((7, 1, '{"cursor": 1}'), (8, 4, '{"cursor":  2}'))
+    # a connection's first announcement is re-clocked (test_awareness_comes_back_at_once)
+    room.receive(a, AwarenessUpdate(awareness_entries((7, 1, "{}"), (8, 4, "{}"))))
+    b.frames.clear()
+    payload = awareness_entries((7, 3, '{"cursor": 1}'), (8, 6, '{"cursor":  2}'))
     room.receive(a, AwarenessUpdate(payload))
     assert b.messages() == [AwarenessUpdate(payload)]  # the client's own bytes, spacing too
 
@@ -196,11 +199,44 @@ async def test_an_awareness_update_with_an_outdated_entry_is_re_encoded(store: S
     room.receive(a, AwarenessUpdate(mixed))  # client 7's entry is older than what we hold
     relayed = b.messages()[-1]
     assert relayed != AwarenessUpdate(mixed)
-    assert awareness_of([relayed]) == {8: (1, {"cursor": 2})}  # only what took effect
+    # only what took effect (client 8's first entry on this connection is re-clocked)
+    assert awareness_of([relayed]) == {8: (2, {"cursor": 2})}
     backwards = awareness_entries((9, 2, '{"a": 2}'), (9, 1, '{"a": 1}'))
     room.receive(a, AwarenessUpdate(backwards))  # its second entry is outdated by its first
     assert b.messages()[-1] != AwarenessUpdate(backwards)
-    assert awareness_of([b.messages()[-1]]) == {9: (2, {"a": 2})}
+    assert awareness_of([b.messages()[-1]]) == {9: (3, {"a": 2})}
+
+
+async def test_awareness_comes_back_at_once_after_a_reconnect(store: SQLiteLog) -> None:
+    # The stock client re-announces itself with the clock it had; peers that saw its
+    # state, or its removal, would ignore that for 15 s. The server moves it past them.
+    room = Room("r", Doc(), store)
+    watcher, tab = FakePeer(), FakePeer()
+    room.join(watcher)
+    room.join(tab)
+    seen: Awareness = Awareness(Doc())  # the watcher's view, as y-protocols keeps it
+
+    def relay() -> None:
+        for message in watcher.messages():
+            assert isinstance(message, AwarenessUpdate)
+            seen.apply_awareness_update(message.payload, origin=None)
+        watcher.frames.clear()
+
+    watcher.frames.clear()
+    room.receive(tab, AwarenessUpdate(awareness_entries((7, 4, '{"name": "Ada"}'))))
+    relay()
+    assert seen.states[7] == {"name": "Ada"}
+    room.leave(tab)  # a blip: the connection drops, its state is removed everywhere
+    relay()
+    assert 7 not in seen.states
+    back = FakePeer()
+    room.join(back)
+    room.receive(back, AwarenessUpdate(awareness_entries((7, 4, '{"name": "Ada"}'))))
+    relay()
+    assert seen.states[7] == {"name": "Ada"}  # at once, not at the next renewal
+    room.receive(back, AwarenessUpdate(awareness_entries((7, 6, '{"name": "Ada", "x": 1}'))))
+    relay()
+    assert seen.states[7] == {"name": "Ada", "x": 1}  # and it goes on from there
 
 
 async def test_joining_peers_see_the_awareness_of_now(store: SQLiteLog) -> None:
@@ -209,11 +245,14 @@ async def test_joining_peers_see_the_awareness_of_now(store: SQLiteLog) -> None:
     room.join(a)
     room.receive(a, AwarenessUpdate(awareness_entries((7, 1, '{"cursor": 1}'))))
     first = [decode(f) for f in room.join(FakePeer())][1:]
-    assert awareness_of(first) == {7: (1, {"cursor": 1})}
+    # clocks as relayed: a connection's first entry per client is moved one past its own
+    # (test_awareness_comes_back_at_once_after_a_reconnect), and the next that the client
+    # sent before adopting that clock one past the last relayed
+    assert awareness_of(first) == {7: (2, {"cursor": 1})}
     room.receive(a, AwarenessUpdate(awareness_entries((7, 2, '{"cursor": 5}'))))
     room.receive(a, AwarenessUpdate(awareness_entries((8, 1, '{"cursor": 6}'))))
     later = [decode(f) for f in room.join(FakePeer())][1:]
-    assert awareness_of(later) == {7: (2, {"cursor": 5}), 8: (1, {"cursor": 6})}
+    assert awareness_of(later) == {7: (3, {"cursor": 5}), 8: (2, {"cursor": 6})}
     (query_reply,) = room.receive(a, QueryAwareness())
     assert awareness_of([decode(query_reply)]) == awareness_of(later)
     room.leave(a)  # takes 7 and 8 with it
@@ -295,7 +334,8 @@ async def test_bytes_after_the_last_awareness_entry_are_not_relayed(store: SQLit
     room.join(watcher)
     entries = awareness_entries((7, 1, '{"cursor": 1}'))
     room.receive(sender, AwarenessUpdate(entries + b"junk"))
-    assert watcher.messages() == [AwarenessUpdate(entries)]
+    # relayed re-clocked (a first entry), and without the junk
+    assert watcher.messages() == [AwarenessUpdate(awareness_entries((7, 2, '{"cursor": 1}')))]
 
 
 async def test_ack_peer_hears_the_durable_state_after_commit(tmp_path: Path) -> None:

@@ -117,7 +117,9 @@ def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def read_awareness_update(payload: bytes) -> tuple[list[tuple[int, int, int, int]], int]:
+def read_awareness_update(
+    payload: bytes,
+) -> tuple[list[tuple[int, int, int, int, int, int]], int]:
     """Read an awareness update as y-protocols does, strictly.
 
     Each entry is a client id, a clock, and a state: JSON (``null`` removes the client) as
@@ -127,8 +129,9 @@ def read_awareness_update(payload: bytes) -> tuple[list[tuple[int, int, int, int
     any of it is applied or relayed. Bytes after the last entry are not read (y-protocols
     ignores them too).
 
-    :returns: ``([(client, start, end, state_size), ...], bytes read)``: each entry's
-        bytes are ``payload[start:end]``, its state ``state_size`` bytes of JSON.
+    :returns: ``([(client, clock, start, after_clock, end, state_size), ...], bytes
+        read)``: each entry's bytes are ``payload[start:end]``, its length-prefixed
+        state ``payload[after_clock:end]`` (``state_size`` bytes of JSON).
     :raises RemoteProtocolError: the payload is not such an update.
     """
     decoder = Decoder(payload)
@@ -141,6 +144,7 @@ def read_awareness_update(payload: bytes) -> tuple[list[tuple[int, int, int, int
         client, clock = _read_uint(decoder), _read_uint(decoder)
         if client > _MAX_UINT or clock > _MAX_UINT:
             raise RemoteProtocolError("awareness client id or clock out of range")
+        after_clock = decoder.i0
         state = _read_bytes(decoder)
         try:
             json.loads(state.decode("utf-8"), parse_constant=_no_constants)
@@ -148,7 +152,7 @@ def read_awareness_update(payload: bytes) -> tuple[list[tuple[int, int, int, int
             raise RemoteProtocolError(f"awareness state is not JSON: {e}") from None
         except RecursionError:
             raise RemoteProtocolError("awareness state nests too deep") from None
-        entries.append((client, start, decoder.i0, len(state)))
+        entries.append((client, clock, start, after_clock, decoder.i0, len(state)))
     return entries, decoder.i0
 
 
