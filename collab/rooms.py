@@ -56,7 +56,7 @@ import anyio
 from anyio import AsyncContextManagerMixin
 from pycrdt import Awareness, Doc, Subscription, TransactionEvent, write_var_uint
 
-from collab import metrics
+from collab import logs, metrics
 from collab.auth import Access
 from collab.bus import Bus, LocalBus
 from collab.config import Settings
@@ -543,6 +543,12 @@ class Room:
         if not batch:
             return
         self._batch = []
+        try:
+            self._flush(batch)
+        finally:
+            metrics.FANOUT_SECONDS.observe(time.monotonic() - self._batch_since)
+
+    def _flush(self, batch: list[tuple[Peer | None, bytes]]) -> None:
         if len(batch) == 1:
             sender, update = batch[0]
             self._store_update(update)
@@ -1053,7 +1059,9 @@ class RoomManager(AsyncContextManagerMixin):
                     # waits for the queue, so dropping the doc loses nothing.
                     room.flush()
                     self._drop(room)
-                    log.debug("unloaded idle room %r", name)
+                    logs.event(
+                        log, logging.INFO, "room.unloaded", "unloaded an idle room", doc=name
+                    )
             else:
                 room.expire_awareness(now_ms, timeout_ms)
 

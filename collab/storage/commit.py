@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import anyio
 from anyio import to_thread
 
+from collab import logs, metrics
 from collab.errors import CollabError, StoreError
 from collab.storage.writer import CommitThread
 
@@ -140,8 +141,21 @@ class CompactionScheduler:
                 room = next(iter(self._to_compact))
                 del self._to_compact[room]
                 self._compacting = room
+                started = time.monotonic()
                 try:
-                    await compact(room)
+                    result = await compact(room)
+                    took = time.monotonic() - started
+                    metrics.COMPACTIONS.inc()
+                    metrics.COMPACTION_SECONDS.observe(took)
+                    logs.event(
+                        log,
+                        logging.INFO,
+                        "compaction",
+                        "compacted",
+                        doc=room,
+                        duration=round(took, 3),
+                        result=str(result) if result else None,
+                    )
                 except CollabError as e:
                     # Counted as compacted, so it is retried only after another
                     # compact_rows updates, not on every commit.
@@ -290,6 +304,7 @@ class GroupCommit:
     ) -> None:
         # On the event loop, after the commit thread made ``batch`` durable.
         last_ticket = batch[-1].ticket
+        metrics.STORE_BATCH_ROWS.observe(len(batch))
         self._durable_ticket = last_ticket
         for room, ticket in list(self._queued_rooms.items()):
             if ticket <= last_ticket:

@@ -10,9 +10,12 @@ never come here: they go straight to ``collab.transport.websocket``, whatever th
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from pathlib import Path
 
+from prometheus_client import REGISTRY
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
@@ -121,6 +124,62 @@ async def list_docs(server: Server, request: Request) -> Response:
     return responses.json_body(200, {"docs": [asdict(d) for d in docs]})
 
 
+STATUS_DIR = Path(__file__).resolve().parent / "status"
+#: The status page loads its own script and talks to its own origin, nothing else.
+STATUS_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self';"
+    " img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+async def status_page(server: Server, request: Request) -> Response:
+    """The operator's page (HTML): served to whoever may read the metrics."""
+    refusal = _status_refusal(server, request)
+    if refusal is not None:
+        return refusal
+    body = (STATUS_DIR / "status.html").read_bytes()
+    headers = {**responses.NO_STORE, "content-security-policy": STATUS_POLICY}
+    return Response(body, 200, headers, "text/html; charset=utf-8")
+
+
+async def status_script(server: Server, request: Request) -> Response:
+    body = (STATUS_DIR / "status.js").read_bytes()
+    return Response(body, 200, responses.NO_STORE, "text/javascript; charset=utf-8")
+
+
+def _status_refusal(server: Server, request: Request) -> Response | None:
+    """The metrics' rule; the page itself may carry the token as ``?token=`` (a browser
+    cannot set a header on a navigation), and passes it on to /api/status as a header."""
+    token = request.query_params.get("token")
+    if token is not None and server.settings.metrics_token is not None:
+        if hmac.compare_digest(token.encode(), server.settings.metrics_token.encode()):
+            return None
+    return _metrics_refusal(server, request)
+
+
+async def status_data(server: Server, request: Request) -> Response:
+    refusal = _metrics_refusal(server, request)
+    if refusal is not None:
+        return responses.error(refusal.status_code, "not allowed: see --metrics-token")
+    rooms = sorted(
+        (
+            {"name": name, "connections": len(room.peers)}
+            for name, room in server.rooms.rooms.items()
+        ),
+        key=lambda r: (-int(str(r["connections"])), str(r["name"])),
+    )
+    return responses.json_body(
+        200,
+        {
+            "time": time.time(),
+            "connections": len(server.peers),
+            "rooms": rooms[:1000],
+            "updates": REGISTRY.get_sample_value("collab_updates_total") or 0,
+            "commit_latency_ms": metrics.stats()["commit_latency_ms"],
+        },
+    )
+
+
 async def no_such_route(server: Server, request: Request) -> Response:
     return responses.error(404, f"no API route {request.url.path}")
 
@@ -133,6 +192,9 @@ ROUTES: list[tuple[str, tuple[str, ...], Handler]] = [
     ("/readyz", ("GET",), readyz),
     ("/metrics", ("GET",), metrics_page),
     ("/api/stats", ("GET",), stats),
+    ("/api/status", ("GET",), status_data),
+    ("/status", ("GET",), status_page),
+    ("/status.js", ("GET",), status_script),
     ("/api/docs", ("GET",), list_docs),
     ("/api/{rest:path}", ANY_METHOD, no_such_route),
 ]

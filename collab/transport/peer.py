@@ -91,6 +91,7 @@ class WebSocketPeer:
             return  # already closing; the frame has nowhere to go
         self.messages_out += 1
         self.bytes_out += len(frame)
+        metrics.count(metrics.traffic_out, frame)
         if self._drainer is not None:
             outbox = self._outbox
             if outbox is None:

@@ -231,6 +231,7 @@ async def _serve_connection(
                             )
                             break
                         bytes_in += len(data)
+                        metrics.count(metrics.traffic_in, data)
                         limited = rate.allows(len(data), loop.time())
                         if limited is not None:
                             metrics.LIMIT_HITS.labels(limit=limited).inc()

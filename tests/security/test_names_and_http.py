@@ -103,3 +103,5 @@ def test_metrics_refuse_a_remote_client_without_the_token(
     assert http_get(f"{remote}/healthz") == 200
     assert http_get(f"{remote}/metrics") == 403
     assert http_get(f"{remote}/api/stats") == 403
+    assert http_get(f"{remote}/status") == 403
+    assert http_get(f"{remote}/api/status") == 403
