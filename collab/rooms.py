@@ -111,8 +111,11 @@ class Peer(Protocol):
     wants_ack: bool
     #: Who it is and what it may do (READ: its updates are refused).
     identity: Identity
-    #: For logs and hook origins: the client address.
+    #: For logs and hook origins: the client address and port.
     label: str
+    #: The client's address (no port): a tab back on a new connection from the same one
+    #: may take its awareness client id over from its old connection.
+    address: str
 
     def send_nowait(self, frame: bytes) -> None:
         """Queue a frame; a peer whose queue is full closes itself (code 4500)."""
@@ -231,11 +234,13 @@ class Room:
         # The awareness update being applied, relayed as it came when all of it took effect.
         self._awareness_in: tuple[bytes, int] | None = None  # (its bytes, its entries)
         self._awareness_entry_sizes: dict[int, int] | None = None  # its states' sizes
+        # (its sender, its bytes as sent), echoed to the sender with its own clocks
+        self._awareness_echo: tuple[Peer, bytes] | None = None
+        # How far each client's clocks are shifted as relayed (see _apply_awareness).
+        self._clock_offsets: dict[int, int] = {}
+        self._clock_base = int(time.time() * 1000)
         # Which connection owns each awareness client id (the first that used it).
         self._owners: dict[int, Peer] = {}
-        # (first clock on its connection, last clock relayed) of each client whose
-        # clocks are moved past what peers may have seen (_apply_awareness).
-        self._clock_floors: dict[int, tuple[int, int]] = {}
         # The bytes of each client's state, and their sum, capped per room.
         self._awareness_sizes: dict[int, int] = {}
         self._awareness_total = 0
@@ -279,7 +284,7 @@ class Room:
         self.empty_since = None
         frames = [encode(SyncStep1(self.doc.get_state()))]
         if self.awareness.states:
-            frames.append(self._awareness_frame())
+            frames.append(self._reannounce(peer))
         if peer.wants_ack:
             self._ack_peers.add(peer)
             if self.store.durable_ticket >= self._last_ticket:
@@ -292,7 +297,7 @@ class Room:
         """Remove a peer and, at once, the awareness states it controlled."""
         client_ids = self.peers.pop(peer, set())
         for client_id in client_ids:
-            self._clock_floors.pop(client_id, None)
+            self._clock_offsets.pop(client_id, None)
         self._ack_peers.discard(peer)
         self._told_read_only.discard(peer)
         if not self._ack_peers:
@@ -608,7 +613,8 @@ class Room:
             owner = self._owners.get(client)
             if owner is not None and owner is not peer:
                 # A client id belongs to the connection that first used it: another one
-                # may neither overwrite nor remove its state.
+                # may neither overwrite nor remove its state. (The stock client sends
+                # back every state it hears, so this is also how echoes are dropped.)
                 metrics.REFUSED.labels(reason="awareness").inc()
                 continue
             if size > self.max_awareness_state:
@@ -621,23 +627,23 @@ class Room:
                     " on one connection"
                 )
             total += size - sizes.get(client, 0)
-            seen = self._clock_floors.get(client)
-            if seen is None:
-                # A client back on a new connection (after a blip, or a server restart)
-                # announces itself with the clock it had, which every peer that saw its
-                # state, or its removal, ignores as old news until the next renewal, 15 s
-                # later. Its first entry here is moved past anything they may have seen;
-                # it adopts that clock from the echo, and goes on from there.
+            # Clocks as relayed: the client's own, shifted by an offset fixed at its
+            # first entry on this connection. A client back after a blip or a server
+            # restart announces itself with the clock it had, which peers that saw its
+            # state, or its removal, would ignore until its next renewal 15 s later: the
+            # shift makes it news at once, and keeps each later entry news. The shift is
+            # at least the room's clock base (milliseconds since 1970 when it loaded),
+            # past any shift an earlier room or server process applied. The sender is
+            # echoed its own clocks (a shifted echo would make the stock client take it
+            # for news and send it again, for ever).
+            offset = self._clock_offsets.get(client)
+            if offset is None or client not in own:
                 known = meta.get(client)
-                relayed = max(clock + 1, known["clock"] + 1 if known is not None else 0)
-                self._clock_floors[client] = (clock, relayed)
-            else:
-                first, last = seen
-                if clock > last or clock < first:
-                    relayed = clock  # caught up with the echo, or outdated: as it came
-                else:
-                    relayed = last + 1  # sent before the echo reached it
-                self._clock_floors[client] = (first, max(last, relayed))
+                offset = self._clock_base
+                if known is not None:
+                    offset = max(offset, known["clock"] + 1 - clock)
+                self._clock_offsets[client] = offset
+            relayed = clock + offset
             if relayed != clock:
                 entry = write_var_uint(client) + write_var_uint(relayed)
                 kept.append((client, -1, -1, size, entry + payload[after_clock:end]))
@@ -649,6 +655,7 @@ class Room:
                 f"the document's awareness states would take {total} bytes; the limit is"
                 f" {self.max_awareness_bytes}"
             )
+        original = payload[:used]
         if len(kept) < len(entries) or rewritten:
             if not kept:
                 return
@@ -656,6 +663,7 @@ class Room:
                 entry if a < 0 else payload[a:b] for _, a, b, _, entry in kept
             )
             used = len(payload)
+        self._awareness_echo = (peer, original)
         self._awareness_entry_sizes = {client: size for client, _, _, size, _ in kept}
         self._awareness_in = (payload[:used] if used < len(payload) else payload, len(kept))
         try:
@@ -666,6 +674,7 @@ class Room:
         finally:
             self._awareness_in = None
             self._awareness_entry_sizes = None
+            self._awareness_echo = None
 
     def _on_awareness_change(self, topic: str, event: tuple[dict[str, Any], Any]) -> None:
         if topic != "update":
@@ -693,7 +702,13 @@ class Room:
             payload = encode_awareness(self.awareness, changed)
         # Relayed to every peer, the sender included: a client alone in a room must still
         # hear its own renewals, or y-websocket closes the connection after 30 s of silence.
-        self.broadcast(encode(AwarenessUpdate(payload)))
+        # The sender hears them with its own clocks (see _apply_awareness).
+        echo = self._awareness_echo
+        if echo is not None and echo[0] is origin:
+            self.broadcast(encode(AwarenessUpdate(payload)), exclude=origin)
+            origin.send_nowait(encode(AwarenessUpdate(echo[1])))
+        else:
+            self.broadcast(encode(AwarenessUpdate(payload)))
         if (
             self._publish_awareness is not None
             and changed
@@ -716,6 +731,28 @@ class Room:
                 size = len(json.dumps(state)) if state is not None else 0
             self._awareness_total += size - sizes.get(client, 0)
             sizes[client] = size
+
+    def _reannounce(self, joiner: Peer) -> bytes:
+        """Every awareness state, each clock moved one on, for ``joiner`` alone.
+
+        A tab that reconnects removed the others' states when its connection closed, but
+        kept their clocks (y-protocols), so it would ignore them at their current clocks
+        until each one's next renewal, 15 s later. Moved one on, they are news to it. The
+        server's own clocks move too, so that the owners' next entries are relayed past
+        them (_apply_awareness) and reach the joiner as news. Not sent to the others:
+        their copies are current, and an owner that got its own state back, older than
+        what it holds, under a newer clock, would take the older one for its own.
+        """
+        meta = self.awareness.meta
+        states = self.awareness.states
+        for client in states:
+            entry = meta.get(client)
+            if entry is not None:
+                entry["clock"] += 1
+                if client in self._clock_offsets:
+                    self._clock_offsets[client] += 1
+        self._awareness_snapshot = None
+        return encode(AwarenessUpdate(encode_awareness(self.awareness, states)))
 
     def _awareness_frame(self) -> bytes:
         """Every awareness state, as one frame (kept until the next change)."""

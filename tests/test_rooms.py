@@ -39,6 +39,7 @@ class FakePeer:
     frames: list[bytes] = field(default_factory=list)
     identity: Identity = ANONYMOUS_WRITER
     label: str = "fake"
+    address: str = "127.0.0.1"
 
     closed: tuple[int, str] | None = None
 
@@ -174,19 +175,22 @@ def awareness_of(frames: Sequence[object]) -> dict[int, tuple[int, object]]:
     }
 
 
-async def test_an_awareness_update_that_took_effect_whole_is_relayed_as_it_came(
+async def test_an_awareness_update_is_relayed_as_it_came_but_for_its_clocks(
     store: SQLiteLog,
 ) -> None:
+    # The JSON is passed on byte for byte (no round trip per cursor move); the clocks are
+    # shifted by the room's base (test_awareness_comes_back_at_once_after_a_reconnect),
+    # and the sender hears its own clocks back.
     room = Room("r", Doc(), store)
     a, b = FakePeer(), FakePeer()
     room.join(a)
     room.join(b)
-    # a connection's first announcement is re-clocked (test_awareness_comes_back_at_once)
-    room.receive(a, AwarenessUpdate(awareness_entries((7, 1, "{}"), (8, 4, "{}"))))
-    b.frames.clear()
-    payload = awareness_entries((7, 3, '{"cursor": 1}'), (8, 6, '{"cursor":  2}'))
+    base = room._clock_base
+    payload = awareness_entries((7, 1, '{"cursor": 1}'), (8, 4, '{"cursor":  2}'))
     room.receive(a, AwarenessUpdate(payload))
-    assert b.messages() == [AwarenessUpdate(payload)]  # the client's own bytes, spacing too
+    shifted = awareness_entries((7, 1 + base, '{"cursor": 1}'), (8, 4 + base, '{"cursor":  2}'))
+    assert b.messages() == [AwarenessUpdate(shifted)]
+    assert a.messages()[-1] == AwarenessUpdate(payload)
 
 
 async def test_an_awareness_update_with_an_outdated_entry_is_re_encoded(store: SQLiteLog) -> None:
@@ -194,17 +198,15 @@ async def test_an_awareness_update_with_an_outdated_entry_is_re_encoded(store: S
     a, b = FakePeer(), FakePeer()
     room.join(a)
     room.join(b)
+    base = room._clock_base
     room.receive(a, AwarenessUpdate(awareness_entries((7, 5, '{"cursor": 1}'))))
     mixed = awareness_entries((7, 2, '{"cursor": 99}'), (8, 1, '{"cursor": 2}'))
     room.receive(a, AwarenessUpdate(mixed))  # client 7's entry is older than what we hold
     relayed = b.messages()[-1]
-    assert relayed != AwarenessUpdate(mixed)
-    # only what took effect (client 8's first entry on this connection is re-clocked)
-    assert awareness_of([relayed]) == {8: (2, {"cursor": 2})}
+    assert awareness_of([relayed]) == {8: (1 + base, {"cursor": 2})}  # only what took effect
     backwards = awareness_entries((9, 2, '{"a": 2}'), (9, 1, '{"a": 1}'))
     room.receive(a, AwarenessUpdate(backwards))  # its second entry is outdated by its first
-    assert b.messages()[-1] != AwarenessUpdate(backwards)
-    assert awareness_of([b.messages()[-1]]) == {9: (3, {"a": 2})}
+    assert awareness_of([b.messages()[-1]]) == {9: (2 + base, {"a": 2})}
 
 
 async def test_awareness_comes_back_at_once_after_a_reconnect(store: SQLiteLog) -> None:
@@ -245,14 +247,14 @@ async def test_joining_peers_see_the_awareness_of_now(store: SQLiteLog) -> None:
     room.join(a)
     room.receive(a, AwarenessUpdate(awareness_entries((7, 1, '{"cursor": 1}'))))
     first = [decode(f) for f in room.join(FakePeer())][1:]
-    # clocks as relayed: a connection's first entry per client is moved one past its own
-    # (test_awareness_comes_back_at_once_after_a_reconnect), and the next that the client
-    # sent before adopting that clock one past the last relayed
-    assert awareness_of(first) == {7: (2, {"cursor": 1})}
+    # clocks as relayed (shifted by the room's base), each moved one on for a joiner
+    # (Room._reannounce), and what follows relayed past that
+    base = room._clock_base
+    assert awareness_of(first) == {7: (2 + base, {"cursor": 1})}
     room.receive(a, AwarenessUpdate(awareness_entries((7, 2, '{"cursor": 5}'))))
     room.receive(a, AwarenessUpdate(awareness_entries((8, 1, '{"cursor": 6}'))))
     later = [decode(f) for f in room.join(FakePeer())][1:]
-    assert awareness_of(later) == {7: (3, {"cursor": 5}), 8: (2, {"cursor": 6})}
+    assert awareness_of(later) == {7: (4 + base, {"cursor": 5}), 8: (2 + base, {"cursor": 6})}
     (query_reply,) = room.receive(a, QueryAwareness())
     assert awareness_of([decode(query_reply)]) == awareness_of(later)
     room.leave(a)  # takes 7 and 8 with it
@@ -334,8 +336,9 @@ async def test_bytes_after_the_last_awareness_entry_are_not_relayed(store: SQLit
     room.join(watcher)
     entries = awareness_entries((7, 1, '{"cursor": 1}'))
     room.receive(sender, AwarenessUpdate(entries + b"junk"))
-    # relayed re-clocked (a first entry), and without the junk
-    assert watcher.messages() == [AwarenessUpdate(awareness_entries((7, 2, '{"cursor": 1}')))]
+    # relayed with its clock shifted, and without the junk
+    shifted = awareness_entries((7, 1 + room._clock_base, '{"cursor": 1}'))
+    assert watcher.messages() == [AwarenessUpdate(shifted)]
 
 
 async def test_ack_peer_hears_the_durable_state_after_commit(tmp_path: Path) -> None:

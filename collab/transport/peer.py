@@ -42,6 +42,7 @@ class WebSocketPeer:
         "_queue_size",
         "_queued_bytes",
         "_step2",
+        "address",
         "bytes_out",
         "messages_out",
         "_reading",
@@ -62,8 +63,10 @@ class WebSocketPeer:
         wants_ack: bool,
         label: str,
         identity: Identity = ANONYMOUS_WRITER,
+        address: str = "",
     ) -> None:
         self.wants_ack = wants_ack
+        self.address = address
         self.label = label
         self.identity = identity
         self.close_code: CloseCode | None = None

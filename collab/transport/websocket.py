@@ -186,6 +186,7 @@ async def _serve_connection(
         wants_ack=query_flag(scope, "ack"),
         label=f"{label} on {name!r}",
         identity=identity,
+        address=_client_address(scope),
     )
     opened = time.monotonic()
     loop = asyncio.get_running_loop()

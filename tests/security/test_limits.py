@@ -107,17 +107,27 @@ async def test_a_frame_past_the_default_limit_is_1009(server: ServerProcess) -> 
     assert code == CloseCode.MESSAGE_TOO_BIG
 
 
+@pytest.fixture
+def everywhere(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server on every interface, so that a second client can come from another address."""
+    yield from running_server(tmp_path, "hypercorn", "--host", "0.0.0.0", "--anonymous", "write")
+
+
 async def test_awareness_states_are_capped_and_owned_by_their_connection(
-    server: ServerProcess,
+    everywhere: ServerProcess,
 ) -> None:
+    from tests.security.test_names_and_http import non_loopback_address
+
+    server = everywhere
+    other_address = f"ws://{non_loopback_address()}:{server.port}/room"
     async with Client(server.url("room")) as watcher:
         await watcher.synced()
-        async with connect(server.url("room")) as owner, connect(server.url("room")) as thief:
+        async with connect(server.url("room")) as owner, connect(other_address) as thief:
             await owner.recv()
             await thief.recv()
             await owner.send(encode(AwarenessUpdate(awareness_entry(5, 1, {"name": "Ada"}))))
             await watcher.wait_for(lambda: watcher.awareness.states.get(5) == {"name": "Ada"})
-            # the thief may neither overwrite nor remove client 5's state
+            # a connection from elsewhere may neither overwrite nor remove client 5's state
             await thief.send(encode(AwarenessUpdate(awareness_entry(5, 9, {"name": "Eve"}))))
             await thief.send(encode(AwarenessUpdate(awareness_entry(5, 10, None))))
             await thief.send(encode(AwarenessUpdate(awareness_entry(6, 1, {"name": "Eve"}))))
