@@ -90,7 +90,7 @@ from collab.protocol import (
 )
 from collab.protocol.codec import read_awareness_update
 from collab.storage.base import DocVersion, StoredDoc, UpdateLog
-from collab.structs import MAX_DEPTH, NestingTracker, StructError
+from collab.structs import MAX_DEPTH, NestingTracker, StructError, read_update
 from collab.updates import (
     EMPTY_UPDATE,
     apply_update,
@@ -509,6 +509,18 @@ class Room:
         tracker.commit(nesting)
         integrated, self._integrated = self._integrated, None
         if integrated is not None:
+            try:
+                # What yrs reports it integrated must itself replay: some inputs that
+                # pass every check make it encode structs it cannot read back (an empty
+                # string item), which, stored, would make the document unloadable.
+                read_update(integrated)
+            except StructError as e:
+                log.warning(
+                    "update from %s integrated unreadably in %r: %s", sender.label, self.name, e
+                )
+                if self.on_damaged is not None:
+                    self.on_damaged(self, sender)
+                raise InvalidUpdateError(f"invalid update: {e}", midway=True) from None
             self._size_bound += len(integrated)
         if integrated is None:
             # Nothing new (typically a reconnecting client's sync step 2, which carries its

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from pycrdt import Text
 
 from collab.client import Client
+from collab.protocol import decode_state_vector
 from collab.rooms import build_doc
 from tests.conftest import ServerProcess
 
@@ -71,8 +72,15 @@ def test_random_concurrent_edits_converge(
                     del text[_utf8_index(s, start) : _utf8_index(s, stop)]
                 if pause:
                     await anyio.sleep(0)
+
+            def converged() -> bool:
+                # Equal texts are not enough: two clients that each typed "a" read the
+                # same before either has the other's. Equal state vectors are.
+                states = {frozenset(decode_state_vector(p.doc.get_state()).items()) for p in peers}
+                return len(states) == 1 and len({str(t) for t in texts}) == 1
+
             for peer in peers:
-                await peer.wait_for(lambda: len({str(t) for t in texts}) == 1, timeout=15)
+                await peer.wait_for(converged, timeout=15)
             (expected,) = {str(t) for t in texts}
             await c0.wait_durable()  # c0 holds everything: the whole document is on disk
         with sqlite3.connect(shared_server.db_path) as db:

@@ -20,6 +20,7 @@ from collab.errors import CloseCode, RemoteProtocolError
 from collab.protocol import SyncUpdate
 from collab.rooms import Room
 from collab.storage.base import DocVersion, StoredDoc
+from collab.updates import doc_from
 from tests import yjs_build as yb
 from tests.test_rooms import FakePeer
 
@@ -86,32 +87,46 @@ def consistent(room: Room) -> None:
     assert str(copy.get("content", type=Text)) == str(room.doc.get("content", type=Text))
 
 
-def fresh_room() -> tuple[Room, FakePeer, ListLog]:
-    store = ListLog()
-    room = Room("fuzz", Doc(), store)  # type: ignore[arg-type]
+def fresh_room(store: ListLog | None = None) -> tuple[Room, FakePeer, ListLog]:
+    """A room on ``store`` (or a new one with the first seed), as the RoomManager makes
+    it: a room that reports itself damaged is replaced by one loaded from its store."""
+    if store is None:
+        store = ListLog()
+        room = Room("fuzz", Doc(), store)  # type: ignore[arg-type]
+        seed = True
+    else:
+        room = Room("fuzz", doc_from(store.rows), store)  # type: ignore[arg-type]
+        seed = False
+    room.on_damaged = lambda damaged, sender: setattr(damaged, "damaged", True)
     peer = FakePeer()
     room.join(peer)
-    room.receive(peer, SyncUpdate(SEEDS[0]))
+    if seed:
+        room.receive(peer, SyncUpdate(SEEDS[0]))
     return room, peer, store
 
 
-def offer(room: Room, peer: FakePeer, store: ListLog, update: bytes) -> bool:
-    """Send ``update``; check the invariants; return whether it was accepted."""
+def offer(room: Room, peer: FakePeer, store: ListLog, update: bytes) -> tuple[Room, FakePeer]:
+    """Send ``update``; check the invariants; return the room (reloaded if it had to be)."""
     before, rows = state_of(room), len(store.rows)
     try:
         room.receive(peer, SyncUpdate(update))
     except RemoteProtocolError as e:
         assert e.close_code in (CloseCode.INVALID_PAYLOAD, CloseCode.PROTOCOL_ERROR)
-        assert state_of(room) == before
         assert len(store.rows) == rows
-        return False
+        if getattr(room, "damaged", False):  # reloaded from the store: the same document
+            room.close()
+            room, peer, _ = fresh_room(store)
+            assert str(room.doc.get("content", type=Text)) == before[1]
+        else:
+            assert state_of(room) == before
+        return room, peer
     consistent(room)
     # what was stored is what the doc integrated: replaying the store gives the doc
     replayed: Doc = Doc()
     for row in store.rows:
         replayed.apply_update(row)
     assert str(replayed.get("content", type=Text)) == str(room.doc.get("content", type=Text))
-    return True
+    return room, peer
 
 
 def mutations(data: bytes) -> st.SearchStrategy[bytes]:
@@ -137,7 +152,7 @@ mutated = st.sampled_from(SEEDS).flatmap(
 def test_mutated_real_updates_never_break_the_room(updates: list[bytes]) -> None:
     room, peer, store = fresh_room()
     for update in [*updates, *SEEDS]:
-        offer(room, peer, store, update)
+        room, peer = offer(room, peer, store, update)
     room.close()
 
 
@@ -161,6 +176,6 @@ def hostile() -> Iterator[bytes]:
 def test_hand_built_hostile_updates_are_refused_or_harmless(update: bytes) -> None:
     room, peer, store = fresh_room()
     text_before = str(room.doc.get("content", type=Text))
-    offer(room, peer, store, update)
+    room, peer = offer(room, peer, store, update)
     assert str(room.doc.get("content", type=Text)) == text_before
     room.close()
