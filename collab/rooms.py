@@ -512,8 +512,10 @@ class Room:
             try:
                 # What yrs reports it integrated must itself replay: some inputs that
                 # pass every check make it encode structs it cannot read back (an empty
-                # string item), which, stored, would make the document unloadable.
-                read_update(integrated)
+                # string item), which, stored, would make the document unloadable. When
+                # it is the update itself, byte for byte (a Yjs client's), it was read.
+                if integrated != update:
+                    read_update(integrated)
             except StructError as e:
                 log.warning(
                     "update from %s integrated unreadably in %r: %s", sender.label, self.name, e
