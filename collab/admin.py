@@ -68,7 +68,14 @@ async def export_content(
 
     :raises ValueError: a root spec names an unknown type.
     """
-    update = await export_update(store, room, at)
+    return content_of(await export_update(store, room, at), roots)
+
+
+def content_of(update: bytes, roots: Sequence[str] = ()) -> dict[str, Any]:
+    """``{root: content}`` of a document given as one update (see :func:`export_content`).
+
+    :raises ValueError: a root spec names an unknown type.
+    """
     doc = doc_from([update])
     return {
         name: root_value(doc, name, kind)

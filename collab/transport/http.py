@@ -9,22 +9,27 @@ never come here: they go straight to ``collab.transport.websocket``, whatever th
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
+from urllib.parse import unquote_to_bytes
 
 from prometheus_client import REGISTRY
+from pycrdt import get_state
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
-from collab import metrics
+from collab import admin, metrics
 from collab.access import is_loopback
 from collab.auth import Grants
-from collab.errors import CloseCode, StoreError
+from collab.errors import CloseCode, CollabError, DocumentNotFoundError, StoreError
 from collab.hooks import Identity, Refused
+from collab.names import BadNameError, name_from_bytes, printable
+from collab.protocol import decode_state_vector
 from collab.transport import responses, static
 from collab.transport.interface import Server
 from collab.transport.types import ASGIApp, Receive, Scope, Send
@@ -180,6 +185,59 @@ async def status_data(server: Server, request: Request) -> Response:
     )
 
 
+async def document(server: Server, request: Request) -> Response:
+    """``GET /api/docs/{name}`` and ``GET /api/docs/{name}/state-vector``.
+
+    The name is one percent-encoded path segment (``notes%2F2026%2Fplan``), decoded and
+    checked as a websocket's is. The document now: a Yjs update with ``Accept:
+    application/octet-stream``, else JSON of its roots (``?root=content``,
+    ``?root=meta:map``, types detected when not given). The ETag is a hash of the
+    document's encoding; ``If-None-Match`` with it gets 304.
+    """
+    raw = bytes(request.scope.get("raw_path") or request.url.path.encode()).partition(b"?")[0]
+    segments = raw[len(b"/api/docs/") :].split(b"/")
+    if len(segments) > 2 or (len(segments) == 2 and segments[1] != b"state-vector"):
+        return responses.error(404, f"no API route {request.url.path}")
+    try:
+        name = name_from_bytes(unquote_to_bytes(segments[0]))
+    except BadNameError as e:
+        return responses.error(400, str(e))
+    try:
+        identify(server, request, name)
+    except Refused as e:
+        return refused(e)
+    room = server.rooms.rooms.get(name)
+    if room is not None:
+        update = room.doc.get_update()
+    else:
+        try:
+            update = await admin.export_update(server.store, name)
+        except DocumentNotFoundError:
+            return responses.error(404, f"no document named {printable(name)!r}")
+        except StoreError as e:
+            return responses.error(503, f"the store cannot be read: {e}")
+    etag = '"' + hashlib.sha256(update).hexdigest()[:32] + '"'
+    headers = {"etag": etag}
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(b"", 304, {**responses.NO_STORE, **headers})
+    if len(segments) == 2:
+        state_vector = get_state(update)
+        if "application/json" in request.headers.get("accept", ""):
+            return responses.json_body(200, decode_state_vector(state_vector), headers)
+        return Response(state_vector, 200, {**responses.NO_STORE, **headers}, BINARY)
+    if BINARY in request.headers.get("accept", ""):
+        return Response(update, 200, {**responses.NO_STORE, **headers}, BINARY)
+    try:
+        content = admin.content_of(update, request.query_params.getlist("root"))
+    except (ValueError, CollabError) as e:
+        return responses.error(400, str(e))
+    return responses.json_body(200, content, headers)
+
+
+BINARY = "application/octet-stream"
+
+
 async def no_such_route(server: Server, request: Request) -> Response:
     return responses.error(404, f"no API route {request.url.path}")
 
@@ -196,6 +254,7 @@ ROUTES: list[tuple[str, tuple[str, ...], Handler]] = [
     ("/status", ("GET",), status_page),
     ("/status.js", ("GET",), status_script),
     ("/api/docs", ("GET",), list_docs),
+    ("/api/docs/{rest:path}", ("GET",), document),
     ("/api/{rest:path}", ANY_METHOD, no_such_route),
 ]
 

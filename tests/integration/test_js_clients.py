@@ -107,12 +107,12 @@ async def test_awareness_appears_and_disappears_when_the_connection_closes(
             await visitor.call("synced")
             visitor_id = str(await visitor.call("clientId"))
             await visitor.call("setAwareness", state={"user": {"name": "Zoë", "color": "#e91e63"}})
+            zoe = {"user": {"name": "Zoë", "color": "#e91e63"}}
             with anyio.fail_after(5):
-                while (await watcher.call("awareness")).get(visitor_id) is None:
+                # its first state ({}, sent on connect) may arrive first: wait for Zoë's
+                while (await watcher.call("awareness")).get(visitor_id) != zoe:
                     await anyio.sleep(0.02)
-            assert (await watcher.call("awareness"))[visitor_id] == {
-                "user": {"name": "Zoë", "color": "#e91e63"}
-            }
+            assert (await watcher.call("awareness"))[visitor_id] == zoe
         # The visitor's process is killed: no goodbye message, the server must tell.
         with anyio.fail_after(5):
             while visitor_id in await watcher.call("awareness"):
