@@ -13,10 +13,11 @@ import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
+import anyio
 from prometheus_client import REGISTRY
 from pycrdt import get_state
 from starlette.requests import Request
@@ -25,11 +26,17 @@ from starlette.routing import Route, Router
 
 from collab import admin, metrics
 from collab.access import is_loopback
-from collab.auth import Grants
-from collab.errors import CloseCode, CollabError, DocumentNotFoundError, StoreError
+from collab.auth import Access, Grants
+from collab.errors import (
+    CloseCode,
+    CollabError,
+    DocumentNotFoundError,
+    RemoteProtocolError,
+    StoreError,
+)
 from collab.hooks import Identity, Refused
 from collab.names import BadNameError, name_from_bytes, printable
-from collab.protocol import decode_state_vector
+from collab.protocol import SyncUpdate, decode_state_vector
 from collab.transport import responses, static
 from collab.transport.interface import Server
 from collab.transport.types import ASGIApp, Receive, Scope, Send
@@ -236,6 +243,77 @@ async def document(server: Server, request: Request) -> Response:
 
 
 BINARY = "application/octet-stream"
+#: Longest a POSTed update waits to be on disk before the answer is 503.
+DURABLE_TIMEOUT = 10.0
+
+
+@dataclass(eq=False)
+class HTTPWriter:
+    """A POST request as a room sees a peer: it sends one update and hears nothing back."""
+
+    identity: Identity
+    label: str
+    address: str
+    wants_ack: bool = False
+
+    def send_nowait(self, frame: bytes) -> None:
+        pass
+
+    def close_nowait(self, code: CloseCode, reason: str) -> None:
+        pass
+
+
+async def post_update(server: Server, request: Request) -> Response:
+    """``POST /api/docs/{name}/updates``: a binary Yjs update, validated and applied as a
+    websocket's is, relayed at once, and answered once it is on disk (200 with the new
+    state vector); an invalid one gets 400 with the reason and changes nothing."""
+    raw = bytes(request.scope.get("raw_path") or request.url.path.encode()).partition(b"?")[0]
+    segments = raw[len(b"/api/docs/") :].split(b"/")
+    if len(segments) != 2 or segments[1] != b"updates":
+        return responses.error(404, f"no API route {request.url.path}")
+    try:
+        name = name_from_bytes(unquote_to_bytes(segments[0]))
+    except BadNameError as e:
+        return responses.error(400, str(e))
+    try:
+        identity = identify(server, request, name)
+    except Refused as e:
+        return refused(e)
+    if identity.access < Access.WRITE:
+        return responses.error(403, "the token gives read access only")
+    limit = server.settings.max_message_size
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return responses.error(413, f"an update may be {limit} bytes at most")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return responses.error(413, f"an update may be {limit} bytes at most")
+    if not body:
+        return responses.error(400, "the body must be a binary Yjs update")
+    try:
+        room = await server.rooms.open(name)
+    except StoreError as e:
+        return responses.error(503, f"the document cannot be loaded: {e}")
+    client = request.client
+    writer = HTTPWriter(
+        identity, f"HTTP {client.host if client else '?'}", client.host if client else "?"
+    )
+    try:
+        room.receive(writer, SyncUpdate(body))
+    except RemoteProtocolError as e:
+        return responses.error(400, str(e))
+    room.flush()  # stored and relayed now, not at the next loop turn
+    try:
+        with anyio.fail_after(DURABLE_TIMEOUT):
+            await server.store.flush()
+    except TimeoutError:
+        return responses.error(503, "the update is accepted but not yet on disk; retry")
+    state_vector = room.doc.get_state()
+    if "application/json" in request.headers.get("accept", ""):
+        return responses.json_body(200, decode_state_vector(state_vector))
+    return Response(state_vector, 200, responses.NO_STORE, BINARY)
 
 
 async def no_such_route(server: Server, request: Request) -> Response:
@@ -254,6 +332,7 @@ ROUTES: list[tuple[str, tuple[str, ...], Handler]] = [
     ("/status", ("GET",), status_page),
     ("/status.js", ("GET",), status_script),
     ("/api/docs", ("GET",), list_docs),
+    ("/api/docs/{rest:path}/updates", ("POST",), post_update),
     ("/api/docs/{rest:path}", ("GET",), document),
     ("/api/{rest:path}", ANY_METHOD, no_such_route),
 ]

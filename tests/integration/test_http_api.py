@@ -101,3 +101,42 @@ async def test_the_document_routes_need_read_access(secured: ServerProcess) -> N
     reader = issue_token(secret, ["notes/*"], Access.READ, ttl=600)
     status, _, body = get(url, {"Authorization": "Bearer " + reader})
     assert status == 200 and json.loads(body)["content"] == "secret plan"
+
+
+def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+async def test_an_update_posted_over_http_reaches_websocket_clients_and_the_disk(
+    server: ServerProcess,
+) -> None:
+    import anyio
+
+    writer: Doc = Doc()
+    writer.get("content", type=Text).insert(0, "posted")
+    url = f"{server.http_url}/api/docs/{NAME}/updates"
+    async with Client(server.url("notes/2026/plan")) as watcher:
+        await watcher.synced()
+        status, body = await anyio.to_thread.run_sync(post, url, writer.get_update())
+        assert status == 200, body
+        assert decode_state_vector(body) == decode_state_vector(writer.get_state())
+        await watcher.wait_for(lambda: str(watcher.doc.get("content", type=Text)) == "posted")
+    server.stop()  # answered only once on disk: nothing is lost by stopping right now
+    server.start()
+    status, _, body = get(f"{server.http_url}/api/docs/{NAME}")
+    assert json.loads(body)["content"] == "posted"
+
+
+def test_an_invalid_posted_update_is_400_and_changes_nothing(server: ServerProcess) -> None:
+    url = f"{server.http_url}/api/docs/{NAME}/updates"
+    status, body = post(url, b"\x01\x02garbage")
+    assert status == 400 and json.loads(body)["error"]
+    assert post(url, b"")[0] == 400
+    status, _, body = get(f"{server.http_url}/api/docs/{NAME}")
+    assert (status, json.loads(body)) == (200, {})  # loaded by the POST, and still empty
+    assert get(url)[0] == 405
