@@ -192,6 +192,28 @@ async def status_data(server: Server, request: Request) -> Response:
     )
 
 
+def _document_target(
+    server: Server, request: Request, routes: tuple[str, ...]
+) -> tuple[str, str, Identity] | Response:
+    """``/api/docs/{name}[/{route}]``: the document name (one percent-encoded segment,
+    decoded and checked as a websocket's is), the route ("" for none) and the caller's
+    identity; or the error response (404 for another route, 400 for a bad name, 401 or
+    403 by the token rule)."""
+    raw = bytes(request.scope.get("raw_path") or request.url.path.encode()).partition(b"?")[0]
+    segment, _, route = raw[len(b"/api/docs/") :].partition(b"/")
+    if route.decode("latin-1") not in routes:
+        return responses.error(404, f"no API route {request.url.path}")
+    try:
+        name = name_from_bytes(unquote_to_bytes(segment))
+    except BadNameError as e:
+        return responses.error(400, str(e))
+    try:
+        identity = identify(server, request, name)
+    except Refused as e:
+        return refused(e)
+    return name, route.decode("latin-1"), identity
+
+
 async def document(server: Server, request: Request) -> Response:
     """``GET /api/docs/{name}`` and ``GET /api/docs/{name}/state-vector``.
 
@@ -201,18 +223,10 @@ async def document(server: Server, request: Request) -> Response:
     ``?root=meta:map``, types detected when not given). The ETag is a hash of the
     document's encoding; ``If-None-Match`` with it gets 304.
     """
-    raw = bytes(request.scope.get("raw_path") or request.url.path.encode()).partition(b"?")[0]
-    segments = raw[len(b"/api/docs/") :].split(b"/")
-    if len(segments) > 2 or (len(segments) == 2 and segments[1] != b"state-vector"):
-        return responses.error(404, f"no API route {request.url.path}")
-    try:
-        name = name_from_bytes(unquote_to_bytes(segments[0]))
-    except BadNameError as e:
-        return responses.error(400, str(e))
-    try:
-        identify(server, request, name)
-    except Refused as e:
-        return refused(e)
+    target = _document_target(server, request, ("", "state-vector"))
+    if isinstance(target, Response):
+        return target
+    name, what, _ = target
     room = server.rooms.rooms.get(name)
     if room is not None:
         update = room.doc.get_update()
@@ -228,7 +242,7 @@ async def document(server: Server, request: Request) -> Response:
     if_none_match = request.headers.get("if-none-match")
     if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
         return Response(b"", 304, {**responses.NO_STORE, **headers})
-    if len(segments) == 2:
+    if what == "state-vector":
         state_vector = get_state(update)
         if "application/json" in request.headers.get("accept", ""):
             return responses.json_body(200, decode_state_vector(state_vector), headers)
@@ -267,18 +281,10 @@ async def post_update(server: Server, request: Request) -> Response:
     """``POST /api/docs/{name}/updates``: a binary Yjs update, validated and applied as a
     websocket's is, relayed at once, and answered once it is on disk (200 with the new
     state vector); an invalid one gets 400 with the reason and changes nothing."""
-    raw = bytes(request.scope.get("raw_path") or request.url.path.encode()).partition(b"?")[0]
-    segments = raw[len(b"/api/docs/") :].split(b"/")
-    if len(segments) != 2 or segments[1] != b"updates":
-        return responses.error(404, f"no API route {request.url.path}")
-    try:
-        name = name_from_bytes(unquote_to_bytes(segments[0]))
-    except BadNameError as e:
-        return responses.error(400, str(e))
-    try:
-        identity = identify(server, request, name)
-    except Refused as e:
-        return refused(e)
+    target = _document_target(server, request, ("updates",))
+    if isinstance(target, Response):
+        return target
+    name, _, identity = target
     if identity.access < Access.WRITE:
         return responses.error(403, "the token gives read access only")
     limit = server.settings.max_message_size

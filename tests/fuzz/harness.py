@@ -25,51 +25,20 @@ the depth limit exists for, and the runners report it as such.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 
 from pycrdt import Doc, Map, Text
 
 from collab.errors import RemoteProtocolError
 from collab.protocol import AwarenessUpdate, SyncStep1, SyncStep2, SyncUpdate, decode
 from collab.rooms import Room
-from collab.storage.base import DocVersion, StoredDoc
 from collab.structs import conflicting_structs
 from collab.updates import doc_from
 from tests import yjs_build as yb
+from tests.stores import ListLog
 from tests.test_rooms import FakePeer
 
 VICTIM = 1111
 VICTIM_TEXT = "Pay Bob $100"
-
-
-@dataclass
-class ListLog:
-    """An UpdateLog that keeps appends in a list: a room's store, without a database."""
-
-    rows: list[bytes] = field(default_factory=list)
-    durable_ticket: int = 0
-
-    def append_nowait(self, room: str, update: bytes, *, epoch: int | None = None) -> int:
-        self.rows.append(update)
-        return len(self.rows)
-
-    async def load(self, room: str) -> StoredDoc:
-        return StoredDoc(list(self.rows))
-
-    async def flush(self) -> None:
-        pass
-
-    def on_commit(self, callback: object) -> None:
-        pass
-
-    def on_stale(self, callback: object) -> None:
-        pass
-
-    def on_failed(self, callback: object) -> None:
-        pass
-
-    async def versions(self, rooms: object) -> dict[str, DocVersion]:
-        return {}
 
 
 def victim_update() -> bytes:

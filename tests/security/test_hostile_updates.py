@@ -9,71 +9,25 @@ document whose text and encoding agree; nothing but what the doc integrated is s
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pycrdt import Doc, Map, Text
+from pycrdt import Doc, Text
 
 from collab.errors import CloseCode, RemoteProtocolError
 from collab.protocol import SyncUpdate
 from collab.rooms import Room
-from collab.storage.base import DocVersion, StoredDoc
 from collab.updates import doc_from
 from tests import yjs_build as yb
+from tests.fuzz.harness import REAL
+from tests.stores import ListLog
 from tests.test_rooms import FakePeer
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@dataclass
-class ListLog:
-    """An UpdateLog that keeps appends in a list: the room's store, without a database."""
-
-    rows: list[bytes] = field(default_factory=list)
-    durable_ticket: int = 0
-
-    def append_nowait(self, room: str, update: bytes, *, epoch: int | None = None) -> int:
-        self.rows.append(update)
-        return len(self.rows)
-
-    async def load(self, room: str) -> StoredDoc:
-        return StoredDoc(list(self.rows))
-
-    async def flush(self) -> None:
-        pass
-
-    def on_commit(self, callback: object) -> None:
-        pass
-
-    def on_stale(self, callback: object) -> None:
-        pass
-
-    def on_failed(self, callback: object) -> None:
-        pass
-
-    async def versions(self, rooms: object) -> dict[str, DocVersion]:
-        return {}
-
-
-def seed_updates() -> list[bytes]:
-    """Real updates of a small document: text, formatting, a map, nesting, deletions."""
-    doc: Doc = Doc(client_id=77)
-    updates: list[bytes] = []
-    doc.observe(lambda event: updates.append(event.update))
-    text = doc.get("content", type=Text)
-    text.insert(0, "hello world")
-    text.format(0, 5, {"bold": True})
-    del text[2:4]
-    meta = doc.get("meta", type=Map)
-    meta["title"] = "notes"
-    meta["nested"] = Map({"a": 1})
-    text.insert(3, "é😀")
-    return updates
-
-
-SEEDS = seed_updates()
+SEEDS = REAL  # real updates of a small document: text, formats, a map, nesting, deletions
 
 
 def state_of(room: Room) -> tuple[bytes, str]:
