@@ -119,9 +119,17 @@ class ChangePayload:
 
 @dataclass(frozen=True, slots=True)
 class StorePayload:
+    """One group commit stored updates of ``document`` (called once it is durable)."""
+
     document: str
-    #: Every update of this document accepted since the last on_store, merged.
+    #: The updates it stored, merged.
     update: bytes
+    #: Their positions in the store's log: epoch, and first and last seq (inclusive).
+    epoch: int
+    first_seq: int
+    last_seq: int
+    #: When the newest of them was received, in Unix seconds.
+    received_at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,7 +89,7 @@ from collab.protocol import (
     encode,
 )
 from collab.protocol.codec import read_awareness_update
-from collab.storage.base import DocVersion, StoredDoc, UpdateLog
+from collab.storage.base import DocVersion, StoredDoc, StoredUpdates, UpdateLog
 from collab.structs import MAX_DEPTH, NestingTracker, StructError, read_update
 from collab.updates import (
     EMPTY_UPDATE,
@@ -268,8 +268,6 @@ class Room:
         self._batch_since = 0.0  # time.monotonic() the batch's first update was applied
         self._schedule_flush = schedule_flush
         self.hooks = hooks if hooks is not None else Hooks()
-        # Updates appended but not yet durable, kept only while an extension has on_store.
-        self._unstored: deque[tuple[int, bytes]] = deque()
         self._publish = publish
         self._publish_awareness = publish_awareness
         # Read-only peers already told that their updates are refused.
@@ -302,8 +300,7 @@ class Room:
         self._told_read_only.discard(peer)
         if not self._ack_peers:
             self._unacked.clear()
-            if not self._unstored:
-                self._awaiting_ack.discard(self)
+            self._awaiting_ack.discard(self)
         if client_ids:
             self.awareness.remove_awareness_states(list(client_ids), origin=None)
         if not self.peers:
@@ -595,9 +592,6 @@ class Room:
         metrics.note_stored(self._last_ticket, self._batch_since)
         if self._ack_peers:
             self._await_ack()
-        if self.hooks.on_store:
-            self._unstored.append((self._last_ticket, update))
-            self._awaiting_ack.add(self)
         if self._publish is not None:
             self._publish(self.name, update)
 
@@ -811,13 +805,7 @@ class Room:
         state_vector = None
         while self._unacked and self._unacked[0][0] <= durable_ticket:
             _, state_vector = self._unacked.popleft()
-        if self._unstored and self._unstored[0][0] <= durable_ticket:
-            stored: list[bytes] = []
-            while self._unstored and self._unstored[0][0] <= durable_ticket:
-                stored.append(self._unstored.popleft()[1])
-            update = stored[0] if len(stored) == 1 else merge(stored)
-            self.hooks.stored(StorePayload(self.name, update))
-        if not self._unacked and not self._unstored:
+        if not self._unacked:
             self._awaiting_ack.discard(self)
         if state_vector is not None:
             frame = encode(Ack(state_vector))
@@ -873,6 +861,8 @@ class RoomManager(AsyncContextManagerMixin):
         store.on_commit(self._on_commit)
         store.on_stale(self._on_stale)
         store.on_failed(self._on_failed)
+        if self.hooks.on_store:
+            store.on_stored(self._on_stored)
         metrics.ROOMS.set_function(lambda: len(self.rooms))
 
     def _sweep_interval(self) -> float:
@@ -1088,6 +1078,20 @@ class RoomManager(AsyncContextManagerMixin):
         self._awaiting_ack.discard(room)
         self.bus.unsubscribe(self, room.name)
         room.close()
+
+    def _on_stored(self, stored: StoredUpdates) -> None:
+        entries = stored.entries
+        update = entries[0].update if len(entries) == 1 else merge([e.update for e in entries])
+        self.hooks.stored(
+            StorePayload(
+                stored.room,
+                update,
+                stored.epoch,
+                entries[0].seq,
+                entries[-1].seq,
+                entries[-1].created_at,
+            )
+        )
 
     def _on_commit(self, durable_ticket: int, committed_at: float) -> None:
         metrics.note_committed(durable_ticket, committed_at)

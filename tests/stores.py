@@ -53,5 +53,8 @@ class ListLog:
     def on_failed(self, callback: object) -> None:
         pass
 
+    def on_stored(self, callback: object) -> None:
+        pass
+
     async def versions(self, rooms: object) -> dict[str, DocVersion]:
         return {}

@@ -186,6 +186,7 @@ async def test_load_change_store_and_disconnect_hooks_see_what_happened(tmp_path
     assert str(doc.get("content", type=Text)) == "hello"
     (stored,) = recorder.stores
     assert stored.document == "doc" and stored.update == change.update
+    assert (stored.epoch, stored.first_seq, stored.last_seq) == (0, 1, 1)  # its log position
     assert sorted((d.identity.user, d.close_code) for d in recorder.disconnects) == [
         ("ada", 1000),
         ("bob", 1000),

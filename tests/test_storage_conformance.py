@@ -31,6 +31,7 @@ from collab.storage.base import (
     DocVersion,
     HistoryUnavailableError,
     ImportResult,
+    StoredUpdates,
 )
 from collab.updates import (
     check_update,
@@ -222,6 +223,84 @@ async def test_the_store_compacts_a_long_log_by_itself(backend: Backend) -> None
             while (await store.info("doc")).rows > 21:
                 await anyio.sleep(0.01)
         assert text_of((await store.load("doc")).updates) == "0123456789" * 5
+
+
+# -- the change feed: log positions ------------------------------------------------
+
+
+async def test_each_commit_reports_what_it_stored_with_consecutive_positions(
+    store: Store,
+) -> None:
+    reported: list[StoredUpdates] = []
+    order: list[str] = []
+    store.on_stored(lambda stored: (reported.append(stored), order.append("stored")))
+    store.on_commit(lambda _ticket, _at: order.append("commit"))
+    doc: Doc[Any] = Doc()
+    first = keystrokes("abc", doc)
+    await store_all(store, "doc", first)
+    other = keystrokes("x")
+    await store_all(store, "other", other)
+    second = keystrokes("de", doc)
+    await store_all(store, "doc", second)
+    entries = [e for r in reported if r.room == "doc" for e in r.entries]
+    assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
+    assert [e.update for e in entries] == first + second
+    assert {r.epoch for r in reported} == {0}
+    assert [e.seq for r in reported if r.room == "other" for e in r.entries] == [1]
+    assert order.index("stored") < order.index("commit")  # a feed sees it before any ack
+    assert all(e.created_at <= time.time() for e in entries)
+
+
+async def test_read_after_gives_every_update_after_a_position_one_by_one(store: Store) -> None:
+    doc: Doc[Any] = Doc()
+    updates = keystrokes("hello", doc)
+    await store_all(store, "doc", updates)
+    tail = await store.read_after("doc", 0, 2, limit=100)
+    assert (tail.epoch, tail.last_seq) == (0, 5)
+    assert tail.entries is not None
+    assert [e.seq for e in tail.entries] == [3, 4, 5]
+    assert [e.update for e in tail.entries] == updates[2:]
+    page = await store.read_after("doc", 0, 0, limit=2)
+    assert page.entries is not None and [e.seq for e in page.entries] == [1, 2]
+    assert (await store.read_after("doc", 0, 5, limit=100)).entries == []
+    never = await store.read_after("never-written", 0, 0, limit=100)
+    assert (never.epoch, never.last_seq, never.entries) == (0, 0, [])
+    for epoch, seq in [(0, 6), (1, 0), (0, -1)]:  # ahead of the log, another epoch
+        assert (await store.read_after("doc", epoch, seq, limit=100)).entries is None
+
+
+async def test_read_after_reaches_across_a_compaction_while_history_is_kept(
+    backend: Backend,
+) -> None:
+    doc: Doc[Any] = Doc()
+    async with backend.open(retention=3600.0) as store:
+        updates = keystrokes("abcdef", doc)
+        await store_all(store, "doc", updates)
+        await store.compact("doc")
+        more = keystrokes("gh", doc)
+        await store_all(store, "doc", more)
+        tail = await store.read_after("doc", 0, 3, limit=100)
+        assert tail.entries is not None
+        assert [e.seq for e in tail.entries] == [4, 5, 6, 7, 8]
+        assert [e.update for e in tail.entries] == updates[3:] + more
+    async with backend.open(retention=0.0) as store:
+        await store_all(store, "kept-nothing", keystrokes("abcdef"))
+        await store.compact("kept-nothing")
+        squashed = await store.read_after("kept-nothing", 0, 3, limit=100)
+        assert (squashed.last_seq, squashed.entries) == (6, None)  # start from the whole
+        assert (await store.read_after("kept-nothing", 0, 6, limit=100)).entries == []
+
+
+async def test_read_after_a_delete_starts_the_new_epochs_log_at_one(store: Store) -> None:
+    await store_all(store, "doc", keystrokes("old"), epoch=0)
+    await store.delete("doc")
+    assert (await store.read_after("doc", 0, 3, limit=100)).entries is None
+    deleted = await store.read_after("doc", 1, 0, limit=100)
+    assert (deleted.epoch, deleted.last_seq, deleted.entries) == (1, 0, [])
+    (update,) = keystrokes("n")
+    await store_all(store, "doc", [update], epoch=1)
+    tail = await store.read_after("doc", 1, 0, limit=100)
+    assert tail.entries is not None and [(e.seq, e.update) for e in tail.entries] == [(1, update)]
 
 
 # -- epochs: deleted stays deleted ----------------------------------------------------

@@ -163,6 +163,45 @@ class HistoryRead:
 
 
 @dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One stored update and its position in its document's log."""
+
+    #: Position in the log of the document's current epoch: 1, 2, 3... with no gaps. A
+    #: compacted row keeps the seq of the last update it covers. (epoch, seq) names one
+    #: update for good: an epoch's log starts again at 1.
+    seq: int
+    update: bytes
+    #: When the server received it, in Unix seconds.
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredUpdates:
+    """What one group commit stored for one document (:meth:`UpdateLog.on_stored`)."""
+
+    room: str
+    epoch: int
+    #: In log order, consecutive seqs.
+    entries: list[LogEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class LogTail:
+    """What :meth:`DocumentStore.read_after` found after a log position."""
+
+    #: The document's current epoch (0 for a document never stored).
+    epoch: int
+    #: The seq of its newest stored update (0: none).
+    last_seq: int
+    #: Every update after the position, one per seq, oldest first (at most the limit
+    #: asked for: read on from the last one's seq). None when the updates after it are
+    #: no longer all kept one by one (compacted past the retention window, or the
+    #: position belongs to another epoch or to no stored update): the caller must start
+    #: again from the whole document.
+    entries: list[LogEntry] | None
+
+
+@dataclass(frozen=True, slots=True)
 class StoredBlob:
     """One stored update of a document and where it lives, for ``collab check``."""
 
@@ -267,6 +306,12 @@ class UpdateLog(Protocol):
         """
         ...
 
+    def on_stored(self, callback: Callable[[StoredUpdates], None]) -> None:
+        """Call ``callback(stored)`` on the event loop after each group commit, once per
+        document it stored updates of, with their log positions (a change feed starts
+        here). Called after ``on_stale`` and ``on_failed`` and before ``on_commit``."""
+        ...
+
     async def versions(self, rooms: Iterable[str]) -> dict[str, DocVersion]:
         """The current epoch and generation of each room, in one cheap query.
 
@@ -334,6 +379,18 @@ class DocumentStore(Protocol):
 
         :raises DocumentNotFoundError: no such document, or it was deleted.
         :raises HistoryUnavailableError: ``at`` is older than the retention window.
+        """
+        ...
+
+    async def read_after(self, room: str, epoch: int, seq: int, *, limit: int) -> LogTail:
+        """The stored updates after position ``(epoch, seq)``, one per seq, at most
+        ``limit`` of them: what a change feed resumed at that position has missed.
+
+        ``(e, 0)`` with the current epoch ``e`` asks for the whole log from its start. The
+        answer's ``entries`` is None when they cannot be given one by one (see
+        :class:`LogTail`). A document never stored, or deleted, has an empty log.
+
+        :raises StoreError: the store cannot be read.
         """
         ...
 

@@ -43,6 +43,7 @@ from anyio import to_thread
 
 from collab import logs, metrics
 from collab.errors import CollabError, StoreError
+from collab.storage.base import LogEntry, StoredUpdates
 from collab.storage.writer import CommitThread
 
 log = logging.getLogger("collab.storage")
@@ -75,6 +76,9 @@ class AppendResult:
     #: Rooms whose updates the database refused for good (not a locked or full disk),
     #: with why.
     failed: dict[str, str] = field(default_factory=dict)
+    #: Where each update of the batch went, in batch order: ``(epoch, seq)``, or None for
+    #: one not stored (stale or failed).
+    positions: list[tuple[int, int] | None] = field(default_factory=list)
 
 
 class CompactionScheduler:
@@ -227,6 +231,7 @@ class GroupCommit:
         self._listeners: list[Callable[[int, float], None]] = []
         self._stale_listeners: list[Callable[[str, int], None]] = []
         self._failed_listeners: list[Callable[[str], None]] = []
+        self._stored_listeners: list[Callable[[StoredUpdates], None]] = []
         #: Set once the store is closed: appends are refused, waits fail.
         self.closed = False
 
@@ -246,6 +251,9 @@ class GroupCommit:
 
     def on_failed(self, callback: Callable[[str], None]) -> None:
         self._failed_listeners.append(callback)
+
+    def on_stored(self, callback: Callable[[StoredUpdates], None]) -> None:
+        self._stored_listeners.append(callback)
 
     def append_nowait(self, room: str, update: bytes, *, epoch: int | None = None) -> int:
         """Queue ``update`` and return its ticket (see ``UpdateLog.append_nowait``).
@@ -327,6 +335,10 @@ class GroupCommit:
             for stale_callback in self._stale_listeners:
                 stale_callback(room, epoch)
         self._compaction.count_committed(batch, result.tails, refused)
+        if self._stored_listeners:
+            for stored in _stored_by_room(batch, result.positions):
+                for stored_callback in self._stored_listeners:
+                    stored_callback(stored)
         still_waiting = []
         for ticket, event in self._waiters:
             if ticket <= last_ticket:
@@ -336,3 +348,23 @@ class GroupCommit:
         self._waiters = still_waiting
         for callback in self._listeners:
             callback(last_ticket, committed_at)
+
+
+def _stored_by_room(
+    batch: list[QueuedUpdate], positions: list[tuple[int, int] | None]
+) -> list[StoredUpdates]:
+    """The batch's stored updates, grouped by room (in the order rooms first appear)."""
+    assert len(positions) == len(batch), "a backend reports every update's position"
+    by_room: dict[str, StoredUpdates] = {}
+    for queued, position in zip(batch, positions, strict=True):
+        if position is None:
+            continue
+        epoch, seq = position
+        entry = LogEntry(seq, queued.update, queued.received_at)
+        stored = by_room.get(queued.room)
+        if stored is None:
+            by_room[queued.room] = StoredUpdates(queued.room, epoch, [entry])
+        else:
+            assert stored.epoch == epoch, "one transaction sees one epoch per document"
+            stored.entries.append(entry)
+    return list(by_room.values())

@@ -43,6 +43,8 @@ from collab.storage.base import (
     HistoryRead,
     HistoryUnavailableError,
     ImportResult,
+    LogEntry,
+    LogTail,
     StoredBlob,
     StoredDoc,
     parse_cursor,
@@ -298,14 +300,17 @@ def append_updates(
             if room not in heads:
                 heads[room] = (doc_id(db, room, create=True) or 0, 0, 0)
         rows: list[tuple[int, int, bytes, float]] = []
+        positions: list[tuple[int, int] | None] = []
         touched: dict[int, float] = {}
         for room, update, received_at, epoch in batch:
             id_, current, last = heads[room]
             if epoch is not None and epoch != current:
                 stale[room, epoch] = None
+                positions.append(None)
                 continue
             heads[room] = (id_, current, last + 1)
             rows.append((id_, last + 1, update, received_at))
+            positions.append((current, last + 1))
             touched[id_] = received_at
         for start in range(0, len(rows), _ROWS_PER_INSERT):
             chunk = rows[start : start + _ROWS_PER_INSERT]
@@ -325,7 +330,9 @@ def append_updates(
         tails = _raw_tails(db, wanted) if wanted else {}
     names = {heads[room][0]: room for room in rooms}
     return AppendResult(
-        list(stale), {names[id_]: tail for id_, tail in tails.items() if id_ in names}
+        list(stale),
+        {names[id_]: tail for id_, tail in tails.items() if id_ in names},
+        positions=positions,
     )
 
 
@@ -652,6 +659,34 @@ def read_at(db: Database, room: str, at: float) -> list[bytes]:
             [row.id, row.id, at],
         ).fetchall()
     return [bytes(r[0]) for r in base + rows]
+
+
+def read_after(db: Database, room: str, epoch: int, seq: int, limit: int) -> LogTail:
+    """The raw updates after ``(epoch, seq)``, from the log and the history kept beside
+    it, if none is missing (see ``DocumentStore.read_after``)."""
+    with read_transaction(db):
+        row = doc_row(db, room)
+        if row is None:
+            return LogTail(0, 0, [] if (epoch, seq) == (0, 0) else None)
+        (last,) = db.execute(
+            "SELECT coalesce(max(seq), 0) FROM updates WHERE doc_id = ?", [row.id]
+        ).fetchone()
+        if epoch != row.epoch or not 0 <= seq <= last:
+            return LogTail(row.epoch, last, None)
+        # A compacted row (merged > 1) takes the seq of the last update it squashed, which
+        # history keeps raw under the same seq: only raw rows answer.
+        rows = db.execute(
+            "SELECT seq, data, created_at FROM history WHERE doc_id = ? AND seq > ?"
+            " UNION ALL SELECT seq, data, created_at FROM updates"
+            " WHERE doc_id = ? AND seq > ? AND merged = 1 ORDER BY seq LIMIT ?",
+            [row.id, seq, row.id, seq, limit],
+        ).fetchall()
+    entries = [LogEntry(int(r[0]), bytes(r[1]), float(r[2])) for r in rows]
+    # Seqs have no gaps, so any missing one was squashed into a row no longer kept raw.
+    complete = all(e.seq == seq + 1 + i for i, e in enumerate(entries)) and (
+        len(entries) == limit or seq + len(entries) == last
+    )
+    return LogTail(row.epoch, last, entries if complete else None)
 
 
 def read_history(db: Database, room: str) -> HistoryRead:

@@ -51,8 +51,10 @@ from collab.storage.base import (
     DocVersion,
     HistoryRead,
     ImportResult,
+    LogTail,
     StoredBlob,
     StoredDoc,
+    StoredUpdates,
 )
 from collab.storage.commit import (
     AppendResult,
@@ -210,6 +212,9 @@ class SQLiteLog(AsyncContextManagerMixin):
     def on_failed(self, callback: Callable[[str], None]) -> None:
         self._commits.on_failed(callback)
 
+    def on_stored(self, callback: Callable[[StoredUpdates], None]) -> None:
+        self._commits.on_stored(callback)
+
     def append_nowait(self, room: str, update: bytes, *, epoch: int | None = None) -> int:
         return self._commits.append_nowait(room, update, epoch=epoch)
 
@@ -266,6 +271,12 @@ class SQLiteLog(AsyncContextManagerMixin):
     async def read_at(self, room: str, at: float) -> list[bytes]:
         with _database_errors(f"cannot read document {room!r}"):
             return await self._locked(queries.read_at, self._database, room, at)
+
+    async def read_after(self, room: str, epoch: int, seq: int, *, limit: int) -> LogTail:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        with _database_errors(f"cannot read document {room!r}"):
+            return await self._locked(queries.read_after, self._database, room, epoch, seq, limit)
 
     async def history(self, room: str) -> HistoryRead:
         with _database_errors(f"cannot read the history of {room!r}"):
@@ -445,6 +456,8 @@ class SQLiteLog(AsyncContextManagerMixin):
         stale: list[tuple[str, int]] = []
         tails: dict[str, tuple[int, int]] = {}
         failed: dict[str, str] = {}
+        # Each room's positions in its rows' order, handed back in the batch's order.
+        positions: dict[str, Iterator[tuple[int, int] | None]] = {}
         for room, room_rows in by_room.items():
             try:
                 result = append_updates(self._database, room_rows, count=recount & {room})
@@ -455,7 +468,9 @@ class SQLiteLog(AsyncContextManagerMixin):
                 raise
             except sqlite3.DatabaseError as e:
                 failed[room] = str(e)
+                positions[room] = iter([None] * len(room_rows))
                 continue
             stale.extend(result.stale)
             tails.update(result.tails)
-        return AppendResult(stale, tails, failed)
+            positions[room] = iter(result.positions)
+        return AppendResult(stale, tails, failed, [next(positions[row[0]]) for row in rows])
