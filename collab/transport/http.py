@@ -34,10 +34,12 @@ from collab.errors import (
     RemoteProtocolError,
     StoreError,
 )
+from collab.history import parse_time, sessions
 from collab.hooks import Identity, Refused
 from collab.names import BadNameError, name_from_bytes, printable
 from collab.protocol import SyncUpdate, decode_state_vector
-from collab.transport import responses, static
+from collab.storage.base import DOC_ORDERS, HistoryUnavailableError, parse_cursor
+from collab.transport import openapi, responses, static
 from collab.transport.interface import Server
 from collab.transport.types import ASGIApp, Receive, Scope, Send
 
@@ -117,23 +119,60 @@ def query_int(request: Request, key: str, default: int, low: int, high: int) -> 
     return value
 
 
+def unknown_parameters(request: Request, known: tuple[str, ...]) -> Response | None:
+    """400 naming the first query parameter the route does not take (``token`` is
+    everyone's): a typo such as ``?roots=`` must not be silently ignored."""
+    for key in request.query_params:
+        if key not in known and key != "token":
+            expected = ", ".join(known) if known else "none"
+            return responses.error(
+                400, f"unknown query parameter {printable(key)!r} (this route takes: {expected})"
+            )
+    return None
+
+
 async def list_docs(server: Server, request: Request) -> Response:
+    """``GET /api/docs``: a page of documents with their sizes, in ``order``; ``next`` is
+    the ``after`` of the following page (None on the last)."""
+    refusal = unknown_parameters(request, ("limit", "after", "order"))
+    if refusal is not None:
+        return refusal
     try:
         limit = query_int(request, "limit", 50, 1, 1000)
     except ValueError:
         return responses.error(400, "limit must be an integer from 1 to 1000 (ASCII digits)")
+    order = request.query_params.get("order", "updated_at")
+    if order not in DOC_ORDERS:
+        return responses.error(400, f"order must be one of {', '.join(DOC_ORDERS)}")
+    after = request.query_params.get("after")
+    if after is not None and after != "":
+        try:
+            parse_cursor(order, after)
+        except ValueError:
+            return responses.error(
+                400, "after must be the 'next' of the previous page, listed in the same order"
+            )
     try:
         identity = identify(server, request, None)
     except Refused as e:
         return refused(e)
     grants = identity.claims.get("grants")
     try:
-        docs = await server.store.list_docs(limit, flush_timeout=LIST_FLUSH_TIMEOUT)
+        # One more than asked for, to tell whether another page follows.
+        docs = await server.store.list_docs(
+            limit + 1,
+            order=order,
+            after=after or None,
+            flush_timeout=LIST_FLUSH_TIMEOUT,
+        )
     except StoreError as e:
         return responses.error(503, f"the store cannot be read: {e}")
+    page, more = docs[:limit], len(docs) > limit
+    next_after = page[-1].cursor(order) if more else None
     if isinstance(grants, Grants):
-        docs = [d for d in docs if grants.may_list(d.name)]  # only what the caller may read
-    return responses.json_body(200, {"docs": [asdict(d) for d in docs]})
+        # Only what the caller may read; the cursor still moves past the rest.
+        page = [d for d in page if grants.may_list(d.name)]
+    return responses.json_body(200, {"docs": [asdict(d) for d in page], "next": next_after})
 
 
 STATUS_DIR = Path(__file__).resolve().parent / "status"
@@ -218,23 +257,36 @@ async def document(server: Server, request: Request) -> Response:
     """``GET /api/docs/{name}`` and ``GET /api/docs/{name}/state-vector``.
 
     The name is one percent-encoded path segment (``notes%2F2026%2Fplan``), decoded and
-    checked as a websocket's is. The document now: a Yjs update with ``Accept:
+    checked as a websocket's is. The document now, or as it was at ``?at=TIME`` (what
+    ``collab docs export --at`` takes): a Yjs update with ``Accept:
     application/octet-stream``, else JSON of its roots (``?root=content``,
     ``?root=meta:map``, types detected when not given). The ETag is a hash of the
     document's encoding; ``If-None-Match`` with it gets 304.
     """
+    if request.method == "DELETE":
+        return await delete_document(server, request)
     target = _document_target(server, request, ("", "state-vector"))
     if isinstance(target, Response):
         return target
     name, what, _ = target
+    refusal = unknown_parameters(request, ("root", "at") if what == "" else ("at",))
+    if refusal is not None:
+        return refusal
+    at_text = request.query_params.get("at")
+    try:
+        at = None if at_text is None else parse_time(at_text)
+    except ValueError as e:
+        return responses.error(400, f"at: {e}")
     room = server.rooms.rooms.get(name)
-    if room is not None:
+    if room is not None and at is None:
         update = room.doc.get_update()
     else:
         try:
-            update = await admin.export_update(server.store, name)
+            update = await admin.export_update(server.store, name, at)
         except DocumentNotFoundError:
             return responses.error(404, f"no document named {printable(name)!r}")
+        except HistoryUnavailableError as e:
+            return responses.error(410, str(e))
         except StoreError as e:
             return responses.error(503, f"the store cannot be read: {e}")
     etag = '"' + hashlib.sha256(update).hexdigest()[:32] + '"'
@@ -285,6 +337,9 @@ async def post_update(server: Server, request: Request) -> Response:
     if isinstance(target, Response):
         return target
     name, _, identity = target
+    refusal = unknown_parameters(request, ())
+    if refusal is not None:
+        return refusal
     if identity.access < Access.WRITE:
         return responses.error(403, "the token gives read access only")
     limit = server.settings.max_message_size
@@ -322,6 +377,72 @@ async def post_update(server: Server, request: Request) -> Response:
     return Response(state_vector, 200, responses.NO_STORE, BINARY)
 
 
+async def delete_document(server: Server, request: Request) -> Response:
+    """``DELETE /api/docs/{name}``: what ``collab docs delete`` does. Its connections are
+    closed with 4409 at once; clients that still hold its history are refused with 4409
+    when they come back, so the deleted text never returns."""
+    target = _document_target(server, request, ("",))
+    if isinstance(target, Response):
+        return target
+    name, _, identity = target
+    refusal = unknown_parameters(request, ())
+    if refusal is not None:
+        return refusal
+    if identity.access < Access.WRITE:
+        return responses.error(403, "the token gives read access only")
+    try:
+        epoch = await admin.delete(server.store, name)
+    except DocumentNotFoundError as e:
+        return responses.error(404, str(e))
+    except StoreError as e:
+        return responses.error(503, f"the store cannot be written: {e}")
+    await server.rooms.poll_versions()  # retire the open room now, not at the next poll
+    return responses.json_body(200, {"name": name, "epoch": epoch})
+
+
+async def history(server: Server, request: Request) -> Response:
+    """``GET /api/docs/{name}/history``: what ``collab docs history`` lists. Any time from
+    ``readable_from`` on (None: since the start) can be read with ``?at=``."""
+    target = _document_target(server, request, ("history",))
+    if isinstance(target, Response):
+        return target
+    name, _, _ = target
+    refusal = unknown_parameters(request, ("gap",))
+    if refusal is not None:
+        return refusal
+    try:
+        gap = query_int(request, "gap", 300, 0, 10**8)
+    except ValueError:
+        return responses.error(400, "gap must be a whole number of seconds (ASCII digits)")
+    try:
+        read = await server.store.history(name)
+    except DocumentNotFoundError as e:
+        return responses.error(404, str(e))
+    except StoreError as e:
+        return responses.error(503, f"the store cannot be read: {e}")
+
+    def part(row: tuple[float, int, int] | None) -> dict[str, float | int] | None:
+        return None if row is None else {"at": row[0], "bytes": row[1], "updates": row[2]}
+
+    return responses.json_body(
+        200,
+        {
+            "name": name,
+            "readable_from": read.history_from,
+            "checkpoint": part(read.base),
+            "sessions": [
+                {"from": s.start, "to": s.end, "updates": s.updates, "bytes": s.bytes}
+                for s in sessions(read.raw, gap)
+            ],
+            "compacted": part(read.compacted),
+        },
+    )
+
+
+async def openapi_description(server: Server, request: Request) -> Response:
+    return responses.json_body(200, openapi.description())
+
+
 async def no_such_route(server: Server, request: Request) -> Response:
     return responses.error(404, f"no API route {request.url.path}")
 
@@ -337,9 +458,12 @@ ROUTES: list[tuple[str, tuple[str, ...], Handler]] = [
     ("/api/status", ("GET",), status_data),
     ("/status", ("GET",), status_page),
     ("/status.js", ("GET",), status_script),
+    ("/api/openapi.json", ("GET",), openapi_description),
     ("/api/docs", ("GET",), list_docs),
     ("/api/docs/{rest:path}/updates", ("POST",), post_update),
-    ("/api/docs/{rest:path}", ("GET",), document),
+    ("/api/docs/{rest:path}/history", ("GET",), history),
+    ("/api/docs/{rest:path}/state-vector", ("GET",), document),
+    ("/api/docs/{rest:path}", ("GET", "DELETE"), document),
     ("/api/{rest:path}", ANY_METHOD, no_such_route),
 ]
 
@@ -351,10 +475,27 @@ def _endpoint(
 
     async def endpoint(request: Request) -> Response:
         if request.method not in allowed:
+            if request.url.path.startswith("/api/"):
+                return responses.error(
+                    405,
+                    f"{request.method} is not allowed here; use {' or '.join(methods)}",
+                    {"allow": ", ".join(allowed)},
+                )
             return responses.method_not_allowed(request.method, request.url.path, allowed)
         return await handler(server, request)
 
     return endpoint
+
+
+async def _not_routed(scope: Scope, receive: Receive, send: Send) -> None:
+    # Under /api/ a path no route pattern matches (one holding a newline, say) is still an
+    # API path and gets a JSON error; anything else is a file of the editor.
+    if scope["path"].startswith("/api/"):
+        await responses.respond(
+            responses.error(404, f"no API route {printable(scope['path'])}"), scope, receive, send
+        )
+        return
+    await static.handle(scope, receive, send)
 
 
 def http_app(server: Server) -> ASGIApp:
@@ -367,7 +508,7 @@ def http_app(server: Server) -> ASGIApp:
             for path, methods, handler in ROUTES
         ],
         redirect_slashes=False,
-        default=static.handle,
+        default=_not_routed,
     )
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -382,6 +523,11 @@ def http_app(server: Server) -> ASGIApp:
                 scope, receive, send
             )
             return
+        path = scope["path"]
+        if "\n" in path or "\r" in path:
+            # Starlette's path patterns stop at a line break; the document routes read the
+            # name from the raw path and refuse such a name with 400 themselves.
+            scope = {**scope, "path": path.replace("\n", " ").replace("\r", " ")}
         await router(scope, receive, send)
 
     return app

@@ -30,9 +30,9 @@ def json_body(status: int, data: Any, headers: Mapping[str, str] | None = None) 
     return Response(body, status, {**NO_STORE, **(headers or {})}, "application/json")
 
 
-def error(status: int, message: str) -> Response:
+def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
     """A JSON error, ``{"error": message}``: what every ``/api/`` route answers on failure."""
-    return json_body(status, {"error": message})
+    return json_body(status, {"error": message}, headers)
 
 
 def method_not_allowed(method: str, path: str, allowed: tuple[str, ...]) -> Response:
