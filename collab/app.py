@@ -22,6 +22,7 @@ from collab.hooks import Hooks
 from collab.limits import ConnectionCaps, LogThrottle
 from collab.rooms import RoomManager
 from collab.storage import Store, open_store
+from collab.transport.forwarded import client_scope, parse_networks
 from collab.transport.http import http_app
 from collab.transport.peer import WebSocketPeer
 from collab.transport.types import Receive, Scope, Send
@@ -43,6 +44,10 @@ class CollabApp:
         self.origins = OriginPolicy.from_settings(settings)
         self.caps = ConnectionCaps.from_settings(settings)
         self._throttle = LogThrottle(log)
+        try:
+            self._proxies = parse_networks(settings.trusted_proxies)
+        except ValueError as e:
+            raise CollabError(f"--trusted-proxy: {e} (give an address or a network)") from None
         self.peers: set[WebSocketPeer] = set()
         self._http = http_app(self)
         self.ready = False
@@ -101,6 +106,8 @@ class CollabApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
+        if self._proxies and kind != "lifespan":
+            scope = client_scope(scope, self._proxies)
         if kind == "websocket":
             await websocket_endpoint(self, scope, receive, send)
         elif kind == "http":

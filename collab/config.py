@@ -166,6 +166,15 @@ class Settings:
         flag="--allowed-host",
         repeatable=True,
     )
+    #: nginx's address (or network): behind a proxy every connection comes from it, and
+    #: the client's own address is in X-Forwarded-For (collab.transport.forwarded).
+    trusted_proxies: tuple[str, ...] = setting(
+        (),
+        "Address or network (10.0.0.0/8) of a reverse proxy whose X-Forwarded-For names"
+        " the client. Repeatable.",
+        flag="--trusted-proxy",
+        repeatable=True,
+    )
     metrics_token: str | None = setting(
         None,
         "Bearer token that /metrics and /api/stats require; without one they answer"
