@@ -329,7 +329,7 @@ async def test_a_hanging_receiver_never_delays_editing_or_commits(
     assert samples['collab_webhook_deliveries_total{outcome="dropped"}'] == 38
     assert "webhook queue of " + receiver.url + " is full" in server.log()
     # Shutdown does not wait for the receiver for long either, and says what it dropped.
-    assert server.stop() == 0
+    assert await anyio.to_thread.run_sync(server.stop) == 0
     (abandoned,) = events(server, "webhook.abandoned")
     assert abandoned["count"] == 3
 
@@ -357,3 +357,19 @@ async def test_an_endless_answer_is_not_read_to_its_end(
     await receiver.wait_for(lambda: bool(receiver.endless_sent))
     (sent,) = receiver.endless_sent
     assert 0 < sent < 64 * 1024 * 1024  # collab hung up long before the end
+
+
+async def test_a_change_waiting_for_its_debounce_is_sent_at_shutdown(
+    receiver: Receiver, start: Callable[..., ServerProcess]
+) -> None:
+    server = start(*webhook_args(receiver, "--webhook-debounce", "600"))
+    await edit(server, "last words", times=3)
+    assert receiver.calls == []  # still debounced
+    assert await anyio.to_thread.run_sync(server.stop) == 0
+    (call,) = receiver.calls
+    assert (call.json["document"], call.json["first_seq"], call.json["last_seq"]) == (
+        "last words",
+        1,
+        3,
+    )
+    assert events(server, "webhook.abandoned") == []
