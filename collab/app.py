@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 
 import anyio
 
@@ -27,6 +27,7 @@ from collab.transport.http import http_app
 from collab.transport.peer import WebSocketPeer
 from collab.transport.types import Receive, Scope, Send
 from collab.transport.websocket import websocket_endpoint
+from collab.webhooks import Webhooks
 
 log = logging.getLogger("collab")
 
@@ -40,7 +41,9 @@ class CollabApp:
         # Tokens and the anonymous access come first; the extensions given see (and may
         # change) the identity they decided.
         self.token_auth = token_auth(settings)
-        self.hooks = Hooks([self.token_auth, *extensions])
+        # --webhook: told of what the extensions before it let through.
+        self.webhooks = Webhooks(settings) if settings.webhooks else None
+        self.hooks = Hooks([self.token_auth, *extensions, *filter(None, [self.webhooks])])
         self.origins = OriginPolicy.from_settings(settings)
         self.caps = ConnectionCaps.from_settings(settings)
         self._throttle = LogThrottle(log)
@@ -77,17 +80,19 @@ class CollabApp:
                 "no token key (--jwt-secret, --jwt-public-key) and no anonymous access"
                 " (--anonymous): every connection will be refused with 4401"
             )
-        async with open_store(self.settings) as store:
-            async with RoomManager(store, self.settings, hooks=self.hooks) as rooms:
-                self._store, self._rooms = store, rooms
-                self.ready, self.stopping = True, False
-                try:
-                    yield self
-                finally:
-                    self.close_peers()
-                    self.ready = False
-            # leaving the store commits whatever the peers sent last
-        self._store = self._rooms = None
+        # The webhooks outlive the store, so the commits of its last flush are told too.
+        async with self.webhooks if self.webhooks is not None else nullcontext():
+            async with open_store(self.settings) as store:
+                async with RoomManager(store, self.settings, hooks=self.hooks) as rooms:
+                    self._store, self._rooms = store, rooms
+                    self.ready, self.stopping = True, False
+                    try:
+                        yield self
+                    finally:
+                        self.close_peers()
+                        self.ready = False
+                # leaving the store commits whatever the peers sent last
+            self._store = self._rooms = None
 
     def log_throttled(self, key: str, message: str) -> None:
         self._throttle.warning(key, message)

@@ -90,6 +90,7 @@ def _read_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     except tomllib.TOMLDecodeError as e:
         raise click.BadParameter(f"{path} is not valid TOML: {e}") from None
     names = {f.name: f.name for f in fields(Settings)}
+    repeatable = {f.name for f in fields(Settings) if f.metadata.get("repeatable")}
     names.update({flag_of(f.name).removeprefix("--"): f.name for f in fields(Settings)})
     defaults: dict[str, Any] = {}
     for key, setting in data.items():
@@ -98,7 +99,8 @@ def _read_config_file(ctx: click.Context, param: click.Parameter, value: str | N
             raise click.BadParameter(
                 f"{path}: unknown setting {key!r}; `collab serve --help` lists them"
             )
-        defaults[name] = setting
+        # One value of a repeatable setting may be written without the list's brackets.
+        defaults[name] = [setting] if name in repeatable and isinstance(setting, str) else setting
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
 
@@ -138,8 +140,9 @@ def settings_from(options: dict[str, Any]) -> Settings:
     for name, value in values.items():
         if value == "" and getattr(defaults, name) is None:
             values[name] = None  # COLLAB_JWT_SECRET= (empty) means not set
-    for name in ("allowed_origins", "allowed_hosts"):
-        values[name] = tuple(values[name])
+    for f in fields(Settings):
+        if f.metadata.get("repeatable"):
+            values[f.name] = tuple(values[f.name])
     return Settings(**values)
 
 

@@ -232,6 +232,58 @@ class Settings:
         "Awareness states a document may hold, in bytes of JSON.",
         type=click.IntRange(1024),
     )
+    # -- webhooks (collab.webhooks) ----------------------------------------------------
+    webhooks: tuple[str, ...] = setting(
+        (),
+        "URL (http or https) sent a signed JSON POST when a document changed. Repeatable.",
+        flag="--webhook",
+        repeatable=True,
+    )
+    webhook_secret: str | None = setting(
+        None,
+        "Key (32 bytes or more) of the HMAC-SHA256 signature in X-Collab-Signature.",
+        secret=True,
+    )
+    #: 2 s: a typing burst becomes one call; a receiver hears of a change 2 s after it
+    #: stopped (at most --webhook-max-wait after it started).
+    webhook_debounce: float = setting(
+        2.0,
+        "Seconds without a further change before a document's webhook call goes out.",
+        type=click.FloatRange(0),
+    )
+    webhook_max_wait: float = setting(
+        10.0,
+        "Most seconds a change waits for the debounce while edits keep coming.",
+        type=click.FloatRange(0),
+    )
+    #: 8 attempts, 1 s doubling (with jitter) to at most 5 min apart: about 2 min of retries.
+    webhook_attempts: int = setting(
+        8, "Attempts per webhook call before it is given up.", type=click.IntRange(1, 100)
+    )
+    webhook_retry_delay: float = setting(
+        1.0,
+        "Seconds before the first retry of a failed webhook call; doubles each time.",
+        type=click.FloatRange(0),
+    )
+    webhook_timeout: float = setting(
+        10.0,
+        "Seconds a webhook request may take in all (connect, send, answer).",
+        type=click.FloatRange(0.1),
+    )
+    webhook_concurrency: int = setting(
+        4, "Webhook requests in flight at once, per URL.", type=click.IntRange(1, 256)
+    )
+    webhook_queue_size: int = setting(
+        10_000,
+        "Documents with a webhook call waiting, per URL; changes past it are dropped.",
+        flag="--webhook-queue",
+        type=click.IntRange(1),
+    )
+    webhook_queue_bytes: int = setting(
+        16 * 1024 * 1024,
+        "Bytes those waiting calls may hold, per URL.",
+        type=click.IntRange(64 * 1024),
+    )
 
     @property
     def db_path(self) -> str:

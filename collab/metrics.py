@@ -64,6 +64,27 @@ COMMIT_SECONDS = Histogram(
     "Time from accepting an update to its group commit being durable.",
     buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5),
 )
+WEBHOOK_ATTEMPTS = Counter(
+    "collab_webhook_attempts_total",
+    "Webhook requests made, by result: ok (a 2xx answer), status (any other answer),"
+    " timeout, error (no answer: refused, reset, TLS, DNS).",
+    ["result"],
+)
+WEBHOOK_ATTEMPT_SECONDS = Histogram(
+    "collab_webhook_attempt_seconds",
+    "How long each webhook request took, whatever its result.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+WEBHOOK_DELIVERIES = Counter(
+    "collab_webhook_deliveries_total",
+    "Webhook calls ended, by outcome: delivered, refused (a 3xx or 4xx answer, not"
+    " retried), gave_up (every attempt failed), dropped (the queue was full),"
+    " abandoned (still waiting at shutdown).",
+    ["outcome"],
+)
+WEBHOOK_PENDING = Gauge(
+    "collab_webhook_pending", "Documents with a webhook call waiting or in flight (all URLs)."
+)
 
 #: (ticket, monotonic time its first update was accepted), oldest first; see note_stored.
 _awaiting_commit: deque[tuple[int, float]] = deque()

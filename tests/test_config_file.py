@@ -100,3 +100,13 @@ def test_serve_runs_with_what_the_file_says(tmp_path: Path) -> None:
         server.terminate()
         server.wait(20)
     assert (tmp_path / "c.db").exists()
+
+
+def test_one_value_of_a_repeatable_setting_needs_no_brackets(tmp_path: Path) -> None:
+    config = tmp_path / "collab.toml"
+    config.write_text('allowed-origin = "https://app.example"\n')
+    result = collab("config", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert (
+        settings_of(result.stdout)["allowed-origin"] == f'["https://app.example"]  # file {config}'
+    )
