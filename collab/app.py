@@ -20,10 +20,10 @@ from collab.config import Settings
 from collab.errors import CloseCode, CollabError
 from collab.hooks import Hooks
 from collab.limits import ConnectionCaps, LogThrottle
-from collab.rooms import RoomManager
+from collab.rooms import Peer, RoomManager
 from collab.storage import Store, open_store
+from collab.transport.feed import EventStreams
 from collab.transport.http import http_app
-from collab.transport.peer import WebSocketPeer
 from collab.transport.types import Receive, Scope, Send
 from collab.transport.websocket import websocket_endpoint
 
@@ -43,7 +43,8 @@ class CollabApp:
         self.origins = OriginPolicy.from_settings(settings)
         self.caps = ConnectionCaps.from_settings(settings)
         self._throttle = LogThrottle(log)
-        self.peers: set[WebSocketPeer] = set()
+        self.peers: set[Peer] = set()
+        self.streams = EventStreams()
         self._http = http_app(self)
         self.ready = False
         self.stopping = False
@@ -73,6 +74,7 @@ class CollabApp:
                 " (--anonymous): every connection will be refused with 4401"
             )
         async with open_store(self.settings) as store:
+            store.on_stored(self.streams.on_stored)  # the change feed (transport.sse)
             async with RoomManager(store, self.settings, hooks=self.hooks) as rooms:
                 self._store, self._rooms = store, rooms
                 self.ready, self.stopping = True, False

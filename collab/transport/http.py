@@ -37,7 +37,7 @@ from collab.errors import (
 from collab.hooks import Identity, Refused
 from collab.names import BadNameError, name_from_bytes, printable
 from collab.protocol import SyncUpdate, decode_state_vector
-from collab.transport import responses, static
+from collab.transport import responses, sse, static
 from collab.transport.interface import Server
 from collab.transport.types import ASGIApp, Receive, Scope, Send
 
@@ -322,6 +322,30 @@ async def post_update(server: Server, request: Request) -> Response:
     return Response(state_vector, 200, responses.NO_STORE, BINARY)
 
 
+async def events(server: Server, request: Request) -> Response:
+    """``GET /api/docs/{name}/events``: the change feed (``collab.transport.sse``)."""
+    target = _document_target(server, request, ("events", "", "state-vector"))
+    if isinstance(target, Response):
+        return target
+    name, route, identity = target
+    if route != "events":  # a name ending in "/events", its slashes percent-encoded
+        return await document(server, request)
+    return await sse.events(server, request, name, identity)
+
+
+async def post_awareness(server: Server, request: Request) -> Response:
+    """``POST /api/docs/{name}/awareness?session=``: presence for an event stream."""
+    target = _document_target(server, request, ("awareness", "updates", ""))
+    if isinstance(target, Response):
+        return target
+    name, route, identity = target
+    if route == "updates":  # a name ending in "/awareness", its slashes percent-encoded
+        return await post_update(server, request)
+    if route == "":
+        return responses.method_not_allowed("POST", request.url.path, ("GET", "HEAD"))
+    return await sse.post_awareness(server, request, name, identity)
+
+
 async def no_such_route(server: Server, request: Request) -> Response:
     return responses.error(404, f"no API route {request.url.path}")
 
@@ -339,6 +363,8 @@ ROUTES: list[tuple[str, tuple[str, ...], Handler]] = [
     ("/status.js", ("GET",), status_script),
     ("/api/docs", ("GET",), list_docs),
     ("/api/docs/{rest:path}/updates", ("POST",), post_update),
+    ("/api/docs/{rest:path}/events", ("GET",), events),
+    ("/api/docs/{rest:path}/awareness", ("POST",), post_awareness),
     ("/api/docs/{rest:path}", ("GET",), document),
     ("/api/{rest:path}", ANY_METHOD, no_such_route),
 ]
