@@ -11,7 +11,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import anyio
@@ -22,7 +21,7 @@ from pycrdt import Awareness, Doc, Text
 from collab.client import Client
 from collab.errors import CloseCode
 from tests.conftest import ROOT, ServerProcess, running_server
-from tests.eventfeed import feed
+from tests.eventfeed import Writer, feed
 
 
 @pytest.fixture(params=["hypercorn", "uvicorn"])
@@ -38,26 +37,6 @@ def events_url(server: ServerProcess, name: str, query: str = "") -> str:
     return f"{server.http_url}/api/docs/{quote(name, safe='')}/events{query}"
 
 
-class Writer:
-    """Edits a document over POST /api/docs/{name}/updates, one stored row per call."""
-
-    def __init__(self, server: ServerProcess, name: str) -> None:
-        self.url = f"{server.http_url}/api/docs/{quote(name, safe='')}/updates"
-        self.doc: Doc[Any] = Doc()
-        self.text = self.doc.get("content", type=Text)
-
-    async def type(self, chars: str) -> None:
-        for char in chars:
-            before = self.doc.get_state()
-            self.text += char
-            await self.post(self.doc.get_update(before))
-
-    async def post(self, update: bytes) -> None:
-        async with httpx.AsyncClient(timeout=10) as http:
-            response = await http.post(self.url, content=update)
-        assert response.status_code == 200, response.text
-
-
 def collab(server: ServerProcess, *args: str) -> None:
     subprocess.run(
         [sys.executable, "-m", "collab", *args, "--db", str(server.db_path)],
@@ -70,7 +49,7 @@ def collab(server: ServerProcess, *args: str) -> None:
 async def test_each_stored_update_is_one_event_named_by_its_log_position(
     server: ServerProcess,
 ) -> None:
-    writer = Writer(server, "notes/plan")
+    writer = Writer(server.http_url, "notes/plan")
     await writer.type("ab")
     async with feed(server.http_url, "notes/plan") as f:
         assert (await f.next()).event == "session"
@@ -97,7 +76,7 @@ async def test_each_stored_update_is_one_event_named_by_its_log_position(
 async def test_a_reader_resumes_after_a_dropped_connection_without_gap_or_duplicate(
     server: ServerProcess,
 ) -> None:
-    writer = Writer(server, "resume")
+    writer = Writer(server.http_url, "resume")
     await writer.type("one ")
     async with feed(server.http_url, "resume") as f:
         await f.until_text("one ")
@@ -126,7 +105,7 @@ async def test_a_reader_resumes_after_a_dropped_connection_without_gap_or_duplic
 
 
 async def test_a_reader_resumes_across_a_server_restart(server: ServerProcess) -> None:
-    writer = Writer(server, "restart")
+    writer = Writer(server.http_url, "restart")
     await writer.type("abc")
     async with feed(server.http_url, "restart") as f:
         await f.until_text("abc")
@@ -143,7 +122,7 @@ async def test_a_reader_resumes_across_a_server_restart(server: ServerProcess) -
 async def test_resume_across_compaction_keeping_history_gives_every_update(
     server: ServerProcess,
 ) -> None:
-    writer = Writer(server, "kept")
+    writer = Writer(server.http_url, "kept")
     await writer.type("ab")
     async with feed(server.http_url, "kept") as f:
         await f.until_text("ab")
@@ -160,7 +139,7 @@ async def test_resume_across_compaction_keeping_history_gives_every_update(
 async def test_resume_past_a_compaction_without_history_gets_one_snapshot(
     server: ServerProcess,
 ) -> None:
-    writer = Writer(server, "squashed")
+    writer = Writer(server.http_url, "squashed")
     await writer.type("abcdef")
     await anyio.to_thread.run_sync(
         lambda: collab(server, "docs", "compact", "squashed", "--retention", "0")
@@ -180,7 +159,7 @@ async def test_resume_past_a_compaction_without_history_gets_one_snapshot(
 async def test_a_deleted_document_closes_its_streams_and_resumes_in_the_new_epoch(
     server: ServerProcess,
 ) -> None:
-    writer = Writer(server, "minutes")
+    writer = Writer(server.http_url, "minutes")
     await writer.type("secret")
     async with feed(server.http_url, "minutes") as f:
         await f.until_text("secret")
@@ -192,14 +171,14 @@ async def test_a_deleted_document_closes_its_streams_and_resumes_in_the_new_epoc
         await again.until("synced")
         assert again.positions == [("snapshot", "1-0")]
         assert again.text() == ""  # the retired epoch's text is gone for the reader too
-        fresh = Writer(server, "minutes")
+        fresh = Writer(server.http_url, "minutes")
         await fresh.type("new")
         await again.until_text("new")
         assert again.positions[1:] == [("update", "1-1"), ("update", "1-2"), ("update", "1-3")]
 
 
 async def test_an_update_another_process_stores_reaches_the_feed(server: ServerProcess) -> None:
-    writer = Writer(server, "imported")
+    writer = Writer(server.http_url, "imported")
     await writer.type("a")
     other = Doc()
     other.get("content", type=Text).insert(0, "from the CLI ")
@@ -251,7 +230,7 @@ async def test_awareness_posted_for_a_session_reaches_websockets_and_leaves_with
 async def test_bad_requests_get_4xx_with_a_message_and_change_nothing(
     server: ServerProcess,
 ) -> None:
-    writer = Writer(server, "doc")
+    writer = Writer(server.http_url, "doc")
     await writer.type("kept")
     base = f"{server.http_url}/api/docs"
     async with httpx.AsyncClient(timeout=10) as http:
@@ -359,7 +338,7 @@ async def test_a_reader_that_stops_reading_is_closed_and_never_stalls_the_room(
     ) as process:
         sock = raw_request(process.port, "/api/docs/busy/events")
         try:
-            writer = Writer(process, "busy")
+            writer = Writer(process.http_url, "busy")
             async with Client(process.url("busy")) as ws:
                 await ws.synced()
                 text = ws.doc.get("content", type=Text)
@@ -382,3 +361,19 @@ async def test_a_reader_that_stops_reading_is_closed_and_never_stalls_the_room(
             json.loads(line) for line in process.log().splitlines() if "stream.closed" in line
         ]
         assert [(c["code"], c["by"]) for c in closed] == [(CloseCode.TOO_SLOW, "server")]
+
+
+async def test_a_stream_outlives_hypercorns_read_timeout(tmp_path: Path) -> None:
+    # --ping-interval 0.5 makes hypercorn drop connections silent for 2 s; a stream's
+    # client never sends anything after its request.
+    with serving(tmp_path, "hypercorn", "--ping-interval", "0.5", "--sse-keepalive", "0.2") as p:
+        lines: list[str] = []
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as http:
+            async with http.stream("GET", events_url(p, "quiet")) as response:
+                with anyio.fail_after(20):
+                    async for line in response.aiter_lines():
+                        lines.append(line)
+                        if lines.count(": keep-alive") == 15:  # 3 s of silence from the client
+                            break
+        assert lines.count(": keep-alive") == 15, lines[-5:]
+        assert lines.count("event: session") == 1 and "event: close" not in lines
