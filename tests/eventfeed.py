@@ -94,3 +94,23 @@ async def feed(
             assert source.response.status_code == 200, await source.response.aread()
             assert source.response.headers["content-type"] == "text/event-stream"
             yield Feed(source.aiter_sse(), resume.doc if resume is not None else None)
+
+
+class Writer:
+    """Edits a document over POST /api/docs/{name}/updates, one stored row per call."""
+
+    def __init__(self, http_url: str, name: str) -> None:
+        self.url = f"{http_url}/api/docs/{quote(name, safe='')}/updates"
+        self.doc: Doc[Any] = Doc()
+        self.text = self.doc.get("content", type=Text)
+
+    async def type(self, chars: str) -> None:
+        for char in chars:
+            before = self.doc.get_state()
+            self.text += char
+            await self.post(self.doc.get_update(before))
+
+    async def post(self, update: bytes) -> None:
+        async with httpx.AsyncClient(timeout=10) as http:
+            response = await http.post(self.url, content=update)
+        assert response.status_code == 200, response.text
