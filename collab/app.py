@@ -20,11 +20,11 @@ from collab.config import Settings
 from collab.errors import CloseCode, CollabError
 from collab.hooks import Hooks
 from collab.limits import ConnectionCaps, LogThrottle
-from collab.rooms import RoomManager
+from collab.rooms import Peer, RoomManager
 from collab.storage import Store, open_store
+from collab.transport.feed import EventStreams
 from collab.transport.forwarded import client_scope, parse_networks
 from collab.transport.http import http_app
-from collab.transport.peer import WebSocketPeer
 from collab.transport.types import Receive, Scope, Send
 from collab.transport.websocket import websocket_endpoint
 from collab.webhooks import Webhooks
@@ -51,7 +51,8 @@ class CollabApp:
             self._proxies = parse_networks(settings.trusted_proxies)
         except ValueError as e:
             raise CollabError(f"--trusted-proxy: {e} (give an address or a network)") from None
-        self.peers: set[WebSocketPeer] = set()
+        self.peers: set[Peer] = set()
+        self.streams = EventStreams()
         self._http = http_app(self)
         self.ready = False
         self.stopping = False
@@ -83,6 +84,7 @@ class CollabApp:
         # The webhooks outlive the store, so the commits of its last flush are told too.
         async with self.webhooks if self.webhooks is not None else nullcontext():
             async with open_store(self.settings) as store:
+                store.on_stored(self.streams.on_stored)  # the change feed (transport.sse)
                 async with RoomManager(store, self.settings, hooks=self.hooks) as rooms:
                     self._store, self._rooms = store, rooms
                     self.ready, self.stopping = True, False

@@ -104,6 +104,14 @@ class Settings:
         "Seconds without renewal after which an awareness state expires.",
         type=click.FloatRange(1),
     )
+    #: Proxies end a response that stays silent (nginx after 60 s); a comment line keeps an
+    #: idle event stream open, and a write to a reader that vanished ends its stream.
+    sse_keepalive: float = setting(
+        15.0,
+        "Seconds an event stream (GET /api/docs/{name}/events) stays silent before a"
+        " keep-alive comment.",
+        type=click.FloatRange(0.05),
+    )
     compact_rows: int = setting(
         500,
         "Compact a document's log in the background once it has this many rows...",

@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 CONNECTIONS = Gauge("collab_connections", "Open websocket connections.")
+EVENT_STREAMS = Gauge("collab_event_streams", "Open event streams (GET /api/docs/{name}/events).")
 ROOMS = Gauge("collab_rooms_loaded", "Documents loaded in memory.")
 UPDATES = Counter("collab_updates_total", "Yjs updates accepted from clients.")
 CLOSED = Counter(

@@ -18,8 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.config import Config
+from hypercorn.events import Closed, RawData
 from hypercorn.protocol import ws_stream
+from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from wsproto.events import Message
 from wsproto.extensions import PerMessageDeflate
 
@@ -109,6 +112,35 @@ def _bound_frames(settings: Settings) -> None:
     ws_stream.WebsocketBuffer = BoundedFrameBuffer  # type: ignore[misc]
 
 
+def _responding(protocol: object) -> bool:
+    """Whether a hypercorn connection is in the middle of an HTTP/1.1 response."""
+    stream = getattr(getattr(protocol, "protocol", None), "stream", None)
+    return isinstance(stream, HTTPStream) and stream.state == ASGIHTTPState.RESPONSE
+
+
+async def _read_data(self: TCPServer) -> None:
+    # hypercorn's read loop, with one change. Its read timeout (our stand-in for checking
+    # pongs, below) also ended a response still streaming to a client with nothing to
+    # send: an event stream (GET /api/docs/{name}/events) was cut every two ping
+    # intervals. Such a response is watched by its own writes (keep-alive comments, and a
+    # bounded outbox), so it outlives the timeout; every other read keeps it.
+    while not self.reader.at_eof():
+        try:
+            data = await asyncio.wait_for(self.reader.read(1 << 16), self.config.read_timeout)
+        except TimeoutError:
+            if _responding(self.protocol):
+                continue
+            break
+        except OSError:  # the connection failed (ssl.SSLError is one too)
+            break
+        await self.protocol.handle(RawData(data))
+    await self.protocol.handle(Closed())
+
+
+def _keep_streaming_responses() -> None:
+    TCPServer._read_data = _read_data  # type: ignore[method-assign]
+
+
 def hypercorn_config(settings: Settings) -> Config:
     config = Config()
     config.bind = [f"{settings.host}:{settings.port}"]
@@ -186,6 +218,7 @@ async def _until_signal(app: CollabApp) -> None:
 async def _serve_hypercorn(app: CollabApp, settings: Settings) -> None:
     _disable_compression()
     _bound_frames(settings)
+    _keep_streaming_responses()
     await hypercorn_serve(
         app,  # type: ignore[arg-type]
         hypercorn_config(settings),

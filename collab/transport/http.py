@@ -39,7 +39,7 @@ from collab.hooks import Identity, Refused
 from collab.names import BadNameError, name_from_bytes, printable
 from collab.protocol import SyncUpdate, decode_state_vector
 from collab.storage.base import DOC_ORDERS, HistoryUnavailableError, parse_cursor
-from collab.transport import openapi, responses, static
+from collab.transport import openapi, responses, sse, static
 from collab.transport.interface import Server
 from collab.transport.types import ASGIApp, Receive, Scope, Send
 
@@ -263,8 +263,6 @@ async def document(server: Server, request: Request) -> Response:
     ``?root=meta:map``, types detected when not given). The ETag is a hash of the
     document's encoding; ``If-None-Match`` with it gets 304.
     """
-    if request.method == "DELETE":
-        return await delete_document(server, request)
     target = _document_target(server, request, ("", "state-vector"))
     if isinstance(target, Response):
         return target
@@ -443,6 +441,55 @@ async def openapi_description(server: Server, request: Request) -> Response:
     return responses.json_body(200, openapi.description())
 
 
+async def events(server: Server, request: Request) -> Response:
+    """``GET /api/docs/{name}/events``: the change feed (``collab.transport.sse``)."""
+    target = _document_target(server, request, ("events",))
+    if isinstance(target, Response):
+        return target
+    name, _, identity = target
+    return await sse.events(server, request, name, identity)
+
+
+async def post_awareness(server: Server, request: Request) -> Response:
+    """``POST /api/docs/{name}/awareness?session=``: presence for an event stream."""
+    target = _document_target(server, request, ("awareness",))
+    if isinstance(target, Response):
+        return target
+    name, _, identity = target
+    return await sse.post_awareness(server, request, name, identity)
+
+
+#: ``/api/docs/{name}/{route}``: route -> {method: handler}. One table rather than one
+#: starlette route each: starlette matches the decoded path, where a name ending in
+#: ``%2Fupdates`` would look like the updates route; this reads the raw path.
+DOCUMENT_ROUTES: dict[str, dict[str, Handler]] = {
+    "": {"GET": document, "DELETE": delete_document},
+    "state-vector": {"GET": document},
+    "history": {"GET": history},
+    "updates": {"POST": post_update},
+    "events": {"GET": events},
+    "awareness": {"POST": post_awareness},
+}
+
+
+async def document_route(server: Server, request: Request) -> Response:
+    raw = bytes(request.scope.get("raw_path") or request.url.path.encode()).partition(b"?")[0]
+    route = raw[len(b"/api/docs/") :].partition(b"/")[2].decode("latin-1")
+    methods = DOCUMENT_ROUTES.get(route)
+    if methods is None:
+        return responses.error(404, f"no API route {printable(request.url.path)}")
+    method = "GET" if request.method == "HEAD" else request.method
+    handler = methods.get(method)
+    if handler is None:
+        allowed = [*methods, "HEAD"] if "GET" in methods else list(methods)
+        return responses.error(
+            405,
+            f"{request.method} is not allowed here; use {' or '.join(methods)}",
+            {"allow": ", ".join(allowed)},
+        )
+    return await handler(server, request)
+
+
 async def no_such_route(server: Server, request: Request) -> Response:
     return responses.error(404, f"no API route {request.url.path}")
 
@@ -460,10 +507,7 @@ ROUTES: list[tuple[str, tuple[str, ...], Handler]] = [
     ("/status.js", ("GET",), status_script),
     ("/api/openapi.json", ("GET",), openapi_description),
     ("/api/docs", ("GET",), list_docs),
-    ("/api/docs/{rest:path}/updates", ("POST",), post_update),
-    ("/api/docs/{rest:path}/history", ("GET",), history),
-    ("/api/docs/{rest:path}/state-vector", ("GET",), document),
-    ("/api/docs/{rest:path}", ("GET", "DELETE"), document),
+    ("/api/docs/{rest:path}", ANY_METHOD, document_route),
     ("/api/{rest:path}", ANY_METHOD, no_such_route),
 ]
 

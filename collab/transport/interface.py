@@ -13,17 +13,19 @@ from collab.access import OriginPolicy, TokenAuth
 from collab.config import Settings
 from collab.hooks import Hooks
 from collab.limits import ConnectionCaps
-from collab.rooms import RoomManager
+from collab.rooms import Peer, RoomManager
 from collab.storage.base import Store
-from collab.transport.peer import WebSocketPeer
+from collab.transport.feed import EventStreams
 
 
 class Server(Protocol):
     settings: Settings
     #: The extensions, called by the endpoint (authenticate, disconnect) and the rooms.
     hooks: Hooks
-    #: Every open connection: the app closes them all on shutdown.
-    peers: set[WebSocketPeer]
+    #: Every open connection (websockets and event streams): closed on shutdown.
+    peers: set[Peer]
+    #: The open event streams, fed by the store's commits.
+    streams: EventStreams
     #: Which Host and Origin headers are accepted.
     origins: OriginPolicy
     #: Open connections, with their caps.

@@ -14,6 +14,7 @@ from typing import Any
 from collab import __version__
 from collab.names import MAX_NAME_BYTES
 from collab.storage.base import DOC_ORDERS
+from collab.transport.sse import FLAG_VALUES as FLAGS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _BINARY = {"type": "string", "format": "binary"}
@@ -27,6 +28,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         404: "No such document (or route).",
         410: "The time asked for is older than the retention window keeps.",
         413: "The body is larger than --max-message-size.",
+        429: "Too many awareness updates per second: the stream is closed.",
         503: "The store cannot be read or written now, or the update is not yet on disk.",
     }
     return {
@@ -246,6 +248,70 @@ def description() -> dict[str, Any]:
                     },
                 },
             },
+            "/api/docs/{name}/events": {
+                "parameters": [_NAME],
+                "get": {
+                    "operationId": "getEvents",
+                    "summary": "The change feed (server-sent events)",
+                    "description": "One update event per stored update (id: EPOCH-SEQ,"
+                    " data: the update in base64), a snapshot first or when a resumed"
+                    " position is gone, then synced, awareness (with ?awareness=1),"
+                    " keep-alive comments and a final close event with a websocket close"
+                    " code. Resume with the Last-Event-ID header or ?last_event_id=.",
+                    "parameters": [
+                        {
+                            "name": "awareness",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": list(FLAGS)},
+                        },
+                        {
+                            "name": "last_event_id",
+                            "in": "query",
+                            "description": "The id of the last event seen (EPOCH-SEQ).",
+                            "schema": {"type": "string"},
+                        },
+                        _TOKEN,
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The stream.",
+                            "content": {
+                                "text/event-stream": {
+                                    "schema": {"$ref": "#/components/schemas/Event"}
+                                }
+                            },
+                        },
+                        **_errors(400, 401, 403, 503),
+                    },
+                },
+            },
+            "/api/docs/{name}/awareness": {
+                "parameters": [_NAME],
+                "post": {
+                    "operationId": "postAwareness",
+                    "summary": "Presence for an event stream (the fallback transport)",
+                    "description": "A y-protocols awareness update on behalf of the event"
+                    " stream that announced the session id in its first event; its states"
+                    " leave when that stream ends.",
+                    "parameters": [
+                        {
+                            "name": "session",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        _TOKEN,
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/octet-stream": {"schema": _BINARY}},
+                    },
+                    "responses": {
+                        "204": {"description": "Applied and relayed."},
+                        **_errors(400, 401, 403, 404, 413, 429),
+                    },
+                },
+            },
             "/api/docs/{name}/history": {
                 "parameters": [_NAME],
                 "get": {
@@ -298,6 +364,26 @@ def description() -> dict[str, Any]:
                     "type": "object",
                     "required": ["error"],
                     "properties": {"error": {"type": "string"}},
+                },
+                "Event": {
+                    "type": "object",
+                    "description": "One server-sent event.",
+                    "properties": {
+                        "event": {
+                            "type": "string",
+                            "enum": [
+                                "session",
+                                "snapshot",
+                                "update",
+                                "synced",
+                                "awareness",
+                                "close",
+                            ],
+                        },
+                        "id": {"type": "string", "pattern": "^[0-9]+-[0-9]+$"},
+                        "data": {"type": "string"},
+                        "retry": {"type": "integer", "minimum": 0},
+                    },
                 },
                 "DocInfo": {
                     "type": "object",

@@ -1,10 +1,13 @@
 // The editor page, /d/<name>: CodeMirror 6 bound to the document's Y.Text('content') through
-// y-codemirror.next, synced by the stock y-websocket provider, cached in IndexedDB.
+// y-codemirror.next, synced by the stock y-websocket provider, cached in IndexedDB. Where the
+// websocket cannot connect but plain HTTP can (a proxy that blocks upgrades), the page falls
+// back to the SSE provider on its own; `?transport=sse` forces it, `?transport=websocket`
+// never falls back.
 
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import { IndexeddbPersistence } from 'y-indexeddb'
-import { removeAwarenessStates } from 'y-protocols/awareness'
+import { Awareness, removeAwarenessStates } from 'y-protocols/awareness'
 import { yCollab, yRemoteSelections, yUndoManagerKeymap } from 'y-codemirror.next'
 import { EditorState } from '@codemirror/state'
 import {
@@ -19,6 +22,7 @@ import { docNameFromPath, encodeDocName, rememberOpened, websocketOrigin } from 
 import { awarenessUser, loadUser, saveUser } from './user.js'
 import { DurableTracker } from './durable.js'
 import { registerServiceWorker } from './offline.js'
+import { SSEProvider } from './sse-provider.js'
 import './style.css'
 
 const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`)
@@ -67,10 +71,15 @@ function openEditor (name) {
   // IndexedDB keeps the document (and edits not yet on the server) across reloads, online or not.
   const local = new IndexeddbPersistence('collab:' + name, doc)
 
-  const provider = new WebsocketProvider(websocketOrigin(location), encodeDocName(name), doc, {
-    params: { ack: '1' } // opt in to the server's durable acknowledgements (message type 100)
-  })
-  const awareness = provider.awareness
+  // One awareness for either transport, so that the editor's carets survive a fallback.
+  const awareness = new Awareness(doc)
+  const transport = new URLSearchParams(location.search).get('transport')
+  let provider = transport === 'sse'
+    ? new SSEProvider(location.origin, name, doc, { awareness })
+    : new WebsocketProvider(websocketOrigin(location), encodeDocName(name), doc, {
+      awareness,
+      params: { ack: '1' } // opt in to the server's durable acknowledgements (message type 100)
+    })
 
   // --- who am I ----------------------------------------------------------------------------
 
@@ -125,9 +134,12 @@ function openEditor (name) {
   const connection = $('connection')
   const saved = $('saved')
 
+  const isSSE = () => provider instanceof SSEProvider
+  const linkUp = () => (isSSE() ? provider.connected : provider.wsconnected)
   const connectionState = () => {
-    if (provider.wsconnected) return provider.synced ? 'connected' : 'connecting'
-    if (!navigator.onLine || provider.wsUnsuccessfulReconnects > 0) return 'offline'
+    if (linkUp()) return provider.synced ? 'connected' : 'connecting'
+    const failures = isSSE() ? provider.unsuccessfulReconnects : provider.wsUnsuccessfulReconnects
+    if (!navigator.onLine || failures > 0) return 'offline'
     return 'connecting'
   }
   const CONNECTION_LABEL = {
@@ -136,11 +148,13 @@ function openEditor (name) {
     offline: 'offline'
   }
 
-  const durable = new DurableTracker(doc, provider, () => render())
+  // The SSE provider knows "saved" itself: the server answers each posted update once it
+  // is on disk.
+  let durable = isSSE() ? provider : new DurableTracker(doc, provider, () => render())
 
   const savedState = () => {
     if (durable.saved) return 'saved'
-    return provider.wsconnected ? 'saving' : 'unsaved'
+    return linkUp() ? 'saving' : 'unsaved'
   }
   const SAVED_LABEL = {
     saved: 'saved',
@@ -148,7 +162,13 @@ function openEditor (name) {
     unsaved: 'not saved yet: kept in this browser'
   }
 
+  const transportPill = $('transport')
   const render = () => {
+    transportPill.dataset.transport = isSSE() ? 'sse' : 'websocket'
+    transportPill.textContent = isSSE() ? 'HTTP fallback (SSE)' : 'websocket'
+    transportPill.title = isSSE()
+      ? 'websockets do not get through: edits go by HTTP POST, changes come by server-sent events'
+      : ''
     const c = connectionState()
     connection.dataset.state = c
     connection.textContent = CONNECTION_LABEL[c]
@@ -158,9 +178,42 @@ function openEditor (name) {
     saved.dataset.state = s
     saved.textContent = SAVED_LABEL[s]
   }
-  provider.on('status', render)
-  provider.on('sync', render)
+  const listen = () => {
+    provider.on('status', render)
+    provider.on('sync', render)
+    if (isSSE()) provider.on('saved', render)
+  }
+  listen()
   render()
+
+  // Fall back to HTTP when the websocket fails again and again before it ever synced while
+  // the server answers plain HTTP: something between here and there refuses websockets.
+  let everSynced = false
+  let probing = false
+  const websocketFailed = async () => {
+    if (isSSE() || everSynced || probing || transport === 'websocket') return
+    if (provider.wsUnsuccessfulReconnects < 3 || !navigator.onLine) return
+    probing = true
+    try {
+      const answer = await fetch('/readyz', { cache: 'no-store' })
+      if (answer.ok && !isSSE() && !everSynced) {
+        provider.destroy()
+        provider = new SSEProvider(location.origin, name, doc, { awareness })
+        durable = provider
+        window.collab.provider = window.collab.durable = provider
+        listen()
+        render()
+      }
+    } catch {
+      // the server is down, not just its websockets: keep trying the websocket
+    } finally {
+      probing = false
+    }
+  }
+  if (!isSSE()) {
+    provider.on('sync', (synced) => { everSynced ||= synced })
+    provider.on('connection-close', websocketFailed)
+  }
 
   // The browser knows before the socket does: stop retrying while offline, reconnect at once after.
   window.addEventListener('offline', () => {

@@ -6,8 +6,8 @@
 // the document. Hashed assets never change, so they are served from the cache. Everything
 // else (`/api/*`, websockets) is left alone.
 
-const VERSION = "ec20bed4b9e3891b"
-const PRECACHE = ["/","/assets/editor-BRE26XDV.css","/assets/editor-THZPLV2H.js","/assets/picker-FSLLXIOD.js","/assets/picker-R4YPLGIF.css","/d/"]
+const VERSION = "d8cf3c9e524be885"
+const PRECACHE = ["/","/assets/editor-5G2WMQ6R.css","/assets/editor-VQXPYHGW.js","/assets/picker-5657SPDX.css","/assets/picker-HQ7GVFJK.js","/d/"]
 const CACHE = 'collab-' + VERSION
 
 self.addEventListener('install', (event) => {
