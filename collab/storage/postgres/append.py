@@ -1,7 +1,7 @@
 """The group commit's SQL, on the commit thread's own (synchronous) connection.
 
-One batch is one transaction of four statements however many documents and rows it
-holds (each round trip hands the GIL to and from a busy event loop):
+One batch is one transaction of three or four statements however many documents and
+rows it holds (each round trip hands the GIL to and from a busy event loop):
 
 1. ``SELECT ... FOR UPDATE`` the batch's documents rows, in name order. The row lock is
    what makes a document's seqs unique and gap-free across nodes: another node appending
