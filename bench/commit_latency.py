@@ -179,10 +179,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="Runs per measure (median).")
     parser.add_argument("--commits", type=int, default=300, help="Commits per run.")
-    parser.add_argument("--quick", action="store_true", help="2 runs of 50 commits.")
+    parser.add_argument("--quick", action="store_true", help="1 run of 20 commits.")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
-    runs, count = (2, 50) if args.quick else (args.runs, args.commits)
+    runs, count = (1, 20) if args.quick else (args.runs, args.commits)
     with psycopg.connect(SERVER) as conn:
         row = conn.execute("SELECT version(), current_setting('synchronous_commit')").fetchone()
     assert row is not None

@@ -8,8 +8,12 @@ two stores on it are two nodes: separate connections, commit threads and counter
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -29,7 +33,13 @@ from collab.storage import Store, open_store
 from collab.storage.base import DocVersion, StoredUpdates
 from collab.updates import doc_from
 from tests.edits import keystrokes
-from tests.postgres import TcpProxy, fresh_database, terminate_connections
+from tests.postgres import (
+    SERVER,
+    TcpProxy,
+    fresh_database,
+    require_postgres,
+    terminate_connections,
+)
 
 
 @pytest.fixture
@@ -306,3 +316,25 @@ def test_check_reports_a_broken_seq_counter(pg_url: str) -> None:
     result = run(pg_url, "check")
     assert result.exit_code != 0
     assert "last_seq is 1 but its newest row has seq 3" in result.output
+
+
+def test_the_commit_latency_benchmark_runs(tmp_path: Path) -> None:
+    require_postgres()
+    out = tmp_path / "latency.json"
+    bench = Path(__file__).resolve().parent.parent / "bench" / "commit_latency.py"
+    done = subprocess.run(
+        [sys.executable, str(bench), "--quick", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLLAB_BENCH_POSTGRES": SERVER},
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())
+    assert set(results["commit"]) == {
+        f"{backend}/{rows}"
+        for backend in ("sqlite-normal", "sqlite-full", "postgresql")
+        for rows in (1, 10, 100)
+    }
+    assert set(results["store"]) == {"sqlite-normal", "postgresql", "postgresql-two-nodes"}
+    assert all(r["samples_per_run"] > 0 for r in results["commit"].values())

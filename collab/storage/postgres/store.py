@@ -46,7 +46,6 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from collab.errors import StoreError
 from collab.storage.base import (
     CompactionResult,
-    DatabaseBusyError,
     DatabaseError,
     DocInfo,
     DocOrder,
@@ -103,13 +102,20 @@ async def _database_errors(context: str | None) -> AsyncIterator[None]:
     try:
         yield
     except PoolTimeout as e:
-        reason = f"no database connection within {POOL_TIMEOUT:g} s ({e})"
-        message = reason if context is None else f"{context}: {reason}"
-        raise DatabaseBusyError(message, reason, POOL_TIMEOUT) from e
-    except psycopg.Error as e:
-        reason = str(e).strip() or type(e).__name__
+        # Not DatabaseBusyError: that means another process holds a lock, and this is the
+        # database being unreachable (or every connection busy) for POOL_TIMEOUT seconds.
+        reason = f"no database connection within {POOL_TIMEOUT:g} s"
         message = reason if context is None else f"{context}: {reason}"
         raise DatabaseError(message, reason) from e
+    except psycopg.Error as e:
+        reason = one_line(e)
+        message = reason if context is None else f"{context}: {reason}"
+        raise DatabaseError(message, reason) from e
+
+
+def one_line(error: BaseException) -> str:
+    """libpq's message on one line (it spreads some over several, with hints)."""
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 class PostgresStore(AsyncContextManagerMixin):
@@ -198,7 +204,7 @@ class PostgresStore(AsyncContextManagerMixin):
             ) as conn:
                 await migrate(conn, self.url, create=self.create)
         except psycopg.Error as e:
-            raise StoreError(f"cannot open database {where}: {str(e).strip()}") from e
+            raise StoreError(f"cannot open database {where}: {one_line(e)}") from e
         pool = AsyncConnectionPool(
             self.conninfo,
             min_size=1,
@@ -497,7 +503,7 @@ class PostgresStore(AsyncContextManagerMixin):
                 # committed above are appended again (harmless: see the module doc).
                 raise
             except psycopg.Error as e:
-                failed[room] = str(e).strip()
+                failed[room] = one_line(e)
                 positions[room] = iter([None] * len(room_rows))
                 continue
             stale.extend(result.stale)
