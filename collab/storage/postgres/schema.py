@@ -110,7 +110,8 @@ def conninfo(url: str) -> str:
     try:
         params = conninfo_to_dict(url)
     except ProgrammingError as e:  # with libpq's own words
-        raise StoreError(f"{describe(url)!r} is not a PostgreSQL URL: {e}") from None
+        reason = " ".join(str(e).split())
+        raise StoreError(f"{describe(url)!r} is not a PostgreSQL URL: {reason}") from None
     for key, value in CONNECTION_DEFAULTS.items():
         params.setdefault(key, value)
     return make_conninfo("", **params)
