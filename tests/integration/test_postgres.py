@@ -8,15 +8,19 @@ so the machine's PostgreSQL keeps running for everyone else.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
+from click.testing import CliRunner
 from pycrdt import Text
 
+from collab.cli import cli
 from collab.client import Client, covers
 from collab.config import Settings
+from collab.errors import CloseCode
 from collab.storage import open_store
 from collab.updates import decode_state_vector, doc_from
 from tests.conftest import ServerProcess
@@ -103,3 +107,57 @@ async def test_editing_goes_on_through_an_outage_and_is_saved_when_it_ends(
             await writer.wait_durable(timeout=30)  # the retries land, then the ack
             assert covers(writer.durable_state, local)
         assert await stored_text(pg_url, "doc") == "saved while the database is away"
+
+
+async def test_two_nodes_on_one_database_store_every_edit_once(
+    pg_url: str, tmp_path: Path, start_server: list[ServerProcess]
+) -> None:
+    # No bus between them: each node's room holds its own client's edits, and the shared
+    # store holds both, each once, with gap-free seqs.
+    nodes = [serve(start_server, tmp_path, pg_url) for _ in range(2)]
+    async with (
+        Client(nodes[0].url("shared"), ack=True) as a,
+        Client(nodes[1].url("shared"), ack=True) as b,
+    ):
+        await a.synced()
+        await b.synced()
+        for i in range(40):
+            for who, client in (("a", a), ("b", b)):
+                content = client.doc.get("content", type=Text)
+                content.insert(len(content), f"<{who}{i}>")
+            await anyio.sleep(0.005)  # a typist's pace: many commits on each node
+        await a.wait_durable()
+        await b.wait_durable()
+    async with open_store(Settings(db=pg_url), create=False, background=False) as store:
+        tail = await store.read_after("shared", 0, 0, limit=10_000)
+        stored = doc_from((await store.load("shared")).updates)
+    assert tail.entries is not None
+    assert [e.seq for e in tail.entries] == list(range(1, len(tail.entries) + 1))
+    assert len(tail.entries) == len({e.update for e in tail.entries})  # none stored twice
+    words = re.findall(r"<[ab]\d+>", str(stored.get("content", type=Text)))
+    assert sorted(words) == sorted(f"<{w}{i}>" for w in "ab" for i in range(40))
+
+
+async def test_a_delete_closes_the_stale_clients_of_every_node(
+    pg_url: str, tmp_path: Path, start_server: list[ServerProcess]
+) -> None:
+    nodes = [serve(start_server, tmp_path, pg_url) for _ in range(2)]
+    async with (
+        Client(nodes[0].url("minutes"), ack=True) as a,
+        Client(nodes[1].url("minutes"), ack=True) as b,
+    ):
+        await a.synced()
+        await b.synced()
+        a.doc.get("content", type=Text).insert(0, "confidential")
+        await a.wait_durable()
+        deleted = await anyio.to_thread.run_sync(
+            lambda: CliRunner().invoke(cli, ["docs", "delete", "minutes", "--yes", "--db", pg_url])
+        )
+        assert deleted.exit_code == 0, deleted.output
+        with anyio.fail_after(15):  # each node's version poll sees the new epoch
+            while a.close_code is None or b.close_code is None:
+                await anyio.sleep(0.05)
+        assert a.close_code == b.close_code == CloseCode.STALE_EPOCH
+    async with Client(nodes[1].url("minutes")) as fresh:
+        await fresh.synced()
+        assert text(fresh) == ""
