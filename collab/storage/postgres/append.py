@@ -125,10 +125,12 @@ def append_batch(
             positions.append((current, last + 1))
             touched[id_] = (last + 1, received_at)
         if ids:
-            conn.execute(
+            # Binary parameters: the updates go as they are, not escaped into bytea text.
+            conn.cursor().execute(
                 "INSERT INTO updates (doc_id, seq, data, created_at)"
                 " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bytea[], %s::float8[])",
                 [ids, seqs, datas, times],
+                binary=True,
             )
             conn.execute(
                 "UPDATE documents d SET last_seq = t.last_seq, updated_at = t.updated_at,"
