@@ -210,7 +210,8 @@ def _db_option(command: Callable[..., Any]) -> Callable[..., Any]:
         envvar="COLLAB_DB",
         default=str(DEFAULTS.db),
         show_envvar=True,
-        help="The server's SQLite database file (a path or sqlite:///PATH).",
+        help="The server's store: a SQLite file (a path or sqlite:///PATH) or a"
+        " postgresql://USER@HOST/DB URL.",
     )(command)
 
 
@@ -629,7 +630,8 @@ def backup(db: str, path: str, force: bool) -> None:
     """Copy the database to PATH, consistently, while the server keeps writing.
 
     Uses SQLite's online backup inside one read transaction, so the copy is a single
-    moment's state; the server's commits do not wait for it.
+    moment's state; the server's commits do not wait for it. From PostgreSQL, PATH is a
+    SQLite file holding a copy of one snapshot (which `collab serve --db PATH` can run on).
 
     Example:
 

@@ -43,11 +43,12 @@ class Settings:
     #: The store (``collab.storage.open_store``): a SQLite database file, created with its
     #: parent folder on first use, given as a path (``data/collab.db``) or a URL
     #: (``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``). ``:memory:``
-    #: keeps everything in memory (nothing survives a restart).
+    #: keeps everything in memory (nothing survives a restart). ``postgresql://...`` is the
+    #: store several nodes share (``collab.storage.postgres``).
     db: Path | str = setting(
         Path("data/collab.db"),
         "SQLite database file (a path or sqlite:///PATH), created if missing;"
-        " ':memory:' keeps nothing.",
+        " ':memory:' keeps nothing; postgresql://USER@HOST/DB for a shared store.",
     )
     #: An update is never broadcast later because of it (fan-out does not wait for the disk).
     commit_delay: float = setting(

@@ -30,7 +30,11 @@ class ServerProcess:
     """``python -m collab serve`` as a child process; restartable on the same port and db."""
 
     def __init__(
-        self, db_path: Path, log_path: Path, *extra_args: str, env: dict[str, str] | None = None
+        self,
+        db_path: Path | str,
+        log_path: Path,
+        *extra_args: str,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.db_path = db_path

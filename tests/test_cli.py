@@ -258,8 +258,11 @@ def test_a_document_with_a_damaged_row_can_be_replaced_or_deleted(
 def test_the_database_can_be_given_as_a_sqlite_url(db_path: Path, tmp_path: Path) -> None:
     url = f"sqlite:///{db_path}"  # an absolute path: four slashes
     assert "notes" in ok(run(url, "docs", "list"))
-    result = run("postgres://x/y", "docs", "list")
-    assert result.exit_code == 1 and "unknown store URL scheme 'postgres'" in result.output
+    result = run("mysql://x/y", "docs", "list")
+    assert result.exit_code == 1 and "unknown store URL scheme 'mysql'" in result.output
+    result = run("postgres://nobody@no-such-host.invalid/y", "docs", "list")
+    assert result.exit_code == 1 and "cannot open database" in result.output
+    assert "no-such-host.invalid" in result.output and "Traceback" not in result.output
 
 
 def test_token_issue_prints_a_token_the_server_would_accept() -> None:

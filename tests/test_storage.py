@@ -248,8 +248,9 @@ async def test_a_relative_sqlite_url_is_relative_to_the_working_directory(
 @pytest.mark.parametrize(
     ("db", "message"),
     [
-        ("postgresql://localhost/collab", "unknown store URL scheme 'postgresql'.*sqlite://"),
-        ("redis://x", "supported are a file path, :memory: and sqlite:// URLs"),
+        ("mysql://localhost/collab", "unknown store URL scheme 'mysql'.*sqlite://"),
+        ("redis://x", "supported are a file path, :memory: and sqlite://, postgresql://"),
+        ("postgresql://x/y?bogus=1", "is not a PostgreSQL URL.*bogus"),
         ("sqlite://host/c.db", "not a SQLite URL: write sqlite:///relative"),
         ("sqlite:///", "no database given"),
     ],

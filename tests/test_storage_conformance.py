@@ -41,6 +41,7 @@ from collab.updates import (
     update_overlaps,
 )
 from tests.edits import keystrokes
+from tests.postgres import database_for_suite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,10 +70,16 @@ def _sqlite_memory(tmp_path: Path) -> Backend:
     return Backend("sqlite-memory", dataclasses.replace(BASE, db=":memory:"), False)
 
 
+def _postgresql(tmp_path: Path) -> Backend:
+    # A database of its own per test, on the machine's PostgreSQL (tests/postgres.py).
+    return Backend("postgresql", dataclasses.replace(BASE, db=database_for_suite()), True)
+
+
 #: name -> how to make a fresh, empty store of that backend for one test.
 BACKENDS: dict[str, Callable[[Path], Backend]] = {
     "sqlite-file": _sqlite_file,
     "sqlite-memory": _sqlite_memory,
+    "postgresql": _postgresql,
 }
 
 
