@@ -64,6 +64,23 @@ COMMIT_SECONDS = Histogram(
     "Time from accepting an update to its group commit being durable.",
     buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5),
 )
+BUS_CONNECTED = Gauge(
+    "collab_bus_connected", "1 while the node is connected to its bus (redis, nats).", ["bus"]
+)
+BUS_RECONNECTS = Counter(
+    "collab_bus_reconnects_total", "Connections to the bus lost (and re-established).", ["bus"]
+)
+BUS_MESSAGES = Counter(
+    "collab_bus_messages_total",
+    "Messages published to (out) and read from (in) the bus.",
+    ["bus", "direction"],
+)
+BUS_DROPPED = Counter(
+    "collab_bus_dropped_total",
+    "Bus messages dropped: disconnected, queue_full (publishing; the state exchange"
+    " heals them), too_large, malformed (received).",
+    ["bus", "reason"],
+)
 
 #: (ticket, monotonic time its first update was accepted), oldest first; see note_stored.
 _awaiting_commit: deque[tuple[int, float]] = deque()
