@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import anyio
 
 from collab.access import OriginPolicy, token_auth
-from collab.bus import open_bus
+from collab.bus import check_bus_url, open_bus
 from collab.config import Settings
 from collab.errors import CloseCode, CollabError
 from collab.hooks import Hooks
@@ -73,6 +73,7 @@ class CollabApp:
                 "no token key (--jwt-secret, --jwt-public-key) and no anonymous access"
                 " (--anonymous): every connection will be refused with 4401"
             )
+        check_bus_url(self.settings.bus)  # a bad --bus fails before anything opens
         async with open_store(self.settings) as store, open_bus(self.settings, store) as bus:
             async with RoomManager(store, self.settings, hooks=self.hooks, bus=bus) as rooms:
                 self._store, self._rooms = store, rooms

@@ -417,7 +417,18 @@ class Room:
             self._report_change(update, STORE_ORIGIN)
 
     def receive_from_bus(self, update: bytes) -> None:
-        """Another node accepted ``update``: apply it and pass it on; it is stored there."""
+        """Another node accepted ``update``: apply it and pass it on; it is stored there.
+
+        :raises InvalidUpdateError: it cannot be applied.
+        """
+        if self.retired:
+            try:
+                self._check_update_epoch(update)
+            except StaleClientError:
+                # A node that has not yet noticed the delete relayed a stale client: the
+                # store refuses its append, and this room must not pass it on either.
+                log.info("dropped an update for %r from the bus: a retired epoch", self.name)
+                return
         self._integrated = None
         apply_update(self.doc, update)
         self._track(update)

@@ -44,6 +44,21 @@ def poll_interval(settings: Settings) -> float:
     return max(min(2.0, settings.awareness_timeout / 10, settings.idle_unload / 2), 0.05)
 
 
+def check_bus_url(url: str) -> str:
+    """The scheme of the bus ``url`` names (``local`` for the local bus).
+
+    :raises BusConfigError: it names no bus collab has.
+    """
+    if url == "local":
+        return url
+    match = _SCHEME.match(url)
+    scheme = match.group(1).lower() if match else ""
+    if scheme not in NETWORK_BUSES:
+        supported = ", ".join(f"{s}://" for s in NETWORK_BUSES)
+        raise BusConfigError(f"--bus {url!r}: give local, or a URL starting {supported}")
+    return scheme
+
+
 def open_bus(settings: Settings, store: UpdateLog) -> LocalBus | NetworkBus:
     """The bus ``settings.bus`` names, ready for ``async with``: ``local``, or a
     ``redis://`` or ``nats://`` URL.
@@ -52,13 +67,9 @@ def open_bus(settings: Settings, store: UpdateLog) -> LocalBus | NetworkBus:
         reached is no error: the node serves alone and keeps trying to connect.
     """
     url = settings.bus
-    if url == "local":
+    scheme = check_bus_url(url)
+    if scheme == "local":
         return LocalBus(store, poll_interval(settings))
-    match = _SCHEME.match(url)
-    scheme = match.group(1).lower() if match else ""
-    if scheme not in NETWORK_BUSES:
-        supported = ", ".join(f"{s}://" for s in NETWORK_BUSES)
-        raise BusConfigError(f"--bus {url!r}: give local, or a URL starting {supported}")
     module, function = NETWORK_BUSES[scheme]
     opener = getattr(importlib.import_module(module), function)
     bus: NetworkBus = opener(
@@ -72,4 +83,12 @@ def open_bus(settings: Settings, store: UpdateLog) -> LocalBus | NetworkBus:
     return bus
 
 
-__all__ = ["Bus", "BusConfigError", "BusNode", "LocalBus", "open_bus", "poll_interval"]
+__all__ = [
+    "Bus",
+    "BusConfigError",
+    "BusNode",
+    "LocalBus",
+    "check_bus_url",
+    "open_bus",
+    "poll_interval",
+]
