@@ -38,11 +38,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import struct
 import time
 from collections import defaultdict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
 
@@ -62,7 +63,7 @@ log = logging.getLogger("collab.bus")
 #: document synced instead.
 MAX_QUEUE_MESSAGES = 4096
 #: Bytes waiting to be published, at most (the same).
-MAX_QUEUE_BYTES = 64 * 1024 * 1024
+MAX_QUEUE_BYTES = 128 * 1024 * 1024
 #: Heartbeat intervals a node may stay silent before the others count it gone.
 MISSED_HEARTBEATS = 3
 #: Other nodes remembered at once; heartbeats from more are ignored (a bus is shared
@@ -78,7 +79,27 @@ SYNC_BATCH = 1000
 #: Seconds before a document still loading is looked at again for its first sync.
 LOADING_RETRY = 0.05
 
+#: Largest message once reassembled: a document at the default --max-document-bytes,
+#: and its envelope. Larger ones are not published (logged, counted as too_large).
+MAX_MESSAGE_BYTES = 65 * 1024 * 1024
+#: Bytes of fragments kept waiting for the rest of their message, from all nodes; and
+#: seconds a message may take to arrive whole before its fragments are dropped.
+MAX_PARTIAL_BYTES = 2 * MAX_MESSAGE_BYTES
+PARTIAL_TIMEOUT = 30.0
+#: A fragment's message id, its index and the number of fragments.
+FRAGMENT_HEADER = struct.Struct(">QII")
+
 VERSION = 1
+
+
+@dataclass(slots=True)
+class _Partial:
+    """The fragments of one message received so far."""
+
+    count: int
+    started: float
+    chunks: dict[int, bytes] = field(default_factory=dict)
+    size: int = 0
 
 
 class BusConnectionError(CollabError):
@@ -102,6 +123,9 @@ class Kind(IntEnum):
     HEARTBEAT = 4
     #: The origin node is leaving (no document).
     BYE = 5
+    #: A piece of a message larger than the broker takes (:data:`FRAGMENT_HEADER`, then
+    #: the piece); the pieces, joined, are the message's envelope.
+    FRAGMENT = 6
 
 
 class SyncFlag(IntEnum):
@@ -246,6 +270,10 @@ class NetworkBus(AsyncContextManagerMixin):
         self._due_event = anyio.Event()
         self._throttle = LogThrottle(log)
         self._tg: TaskGroup | None = None
+        # Messages too large for the broker: the last id given, and those being reassembled.
+        self._message_id = 0
+        self._partials: dict[tuple[str, int], _Partial] = {}
+        self._partial_bytes = 0
         # The current connection's reading and publishing, and why it was dropped.
         self._serving: anyio.CancelScope | None = None
         self._dropped = ""
@@ -371,29 +399,30 @@ class NetworkBus(AsyncContextManagerMixin):
         """Queue ``envelope``; if it cannot be, say so and sync its document instead."""
         channel = self.channel(envelope.document) if envelope.document else self.nodes_channel
         data = encode_envelope(envelope)
+        frames = [data] if len(data) <= self.transport.max_payload else self._split(envelope, data)
         reason = None
         if not self.connected:
             reason = "disconnected"  # the sync after the reconnect heals it
-        elif len(data) > self.transport.max_payload:
+        elif frames is None:
             reason = "too_large"
-        elif self._queued_bytes + len(data) > MAX_QUEUE_BYTES:
+        elif (
+            self._queued_bytes + len(data) > MAX_QUEUE_BYTES
+            or self._send.statistics().current_buffer_used + len(frames) > MAX_QUEUE_MESSAGES
+        ):
             reason = "queue_full"
         else:
-            try:
-                self._send.send_nowait((channel, data))
-            except anyio.WouldBlock:
-                reason = "queue_full"
-            else:
-                self._queued_bytes += len(data)
-                return
+            for frame in frames:
+                self._send.send_nowait((channel, frame))
+                self._queued_bytes += len(frame)
+            return
         metrics.BUS_DROPPED.labels(bus=self.name, reason=reason).inc()
         if reason == "too_large":
             self._throttle.warning(
                 "too_large",
                 f"{self.name} bus: a {envelope.kind.name.lower()} of {len(data)} bytes for"
-                f" {envelope.document!r} is larger than the bus takes"
-                f" ({self.transport.max_payload}); other nodes get it from the store when"
-                " they next load the document",
+                f" {envelope.document!r} is larger than any bus message"
+                f" ({MAX_MESSAGE_BYTES}); other nodes get it from the store when they next"
+                " load the document",
             )
         elif reason == "queue_full":
             self._throttle.warning(
@@ -403,6 +432,74 @@ class NetworkBus(AsyncContextManagerMixin):
             )
         if envelope.document and envelope.kind != Kind.SYNC and reason != "too_large":
             self._sync_soon(envelope.document, 0)
+
+    def _split(self, envelope: Envelope, data: bytes) -> list[bytes] | None:
+        """``data`` (the encoded ``envelope``) as fragments that each fit the broker's
+        largest message, in order; None if it is larger than any message may be."""
+        if len(data) > MAX_MESSAGE_BYTES:
+            return None
+        header = 6 + len(envelope.origin.encode()) + len(envelope.document.encode())
+        size = self.transport.max_payload - header - FRAGMENT_HEADER.size
+        if size < 1024:
+            return None
+        count = -(-len(data) // size)
+        self._message_id += 1
+        return [
+            encode_envelope(
+                Envelope(
+                    Kind.FRAGMENT,
+                    envelope.origin,
+                    envelope.document,
+                    FRAGMENT_HEADER.pack(self._message_id, i, count)
+                    + data[i * size : (i + 1) * size],
+                )
+            )
+            for i in range(count)
+        ]
+
+    def _reassemble(self, envelope: Envelope) -> bytes | None:
+        """Keep a fragment; return the whole message once its last fragment is in.
+
+        :raises BusMessageError: the fragment is malformed, or past the bounds.
+        """
+        payload = envelope.payload
+        if len(payload) < FRAGMENT_HEADER.size:
+            raise BusMessageError("a truncated fragment")
+        message_id, index, count = FRAGMENT_HEADER.unpack_from(payload)
+        chunk = payload[FRAGMENT_HEADER.size :]
+        if not 2 <= count <= MAX_MESSAGE_BYTES // 1024 or index >= count:
+            raise BusMessageError(f"fragment {index} of {count}")
+        now = time.monotonic()
+        key = (envelope.origin, message_id)
+        partial = self._partials.get(key)
+        if partial is None:
+            for old, kept in list(self._partials.items()):
+                if now - kept.started > PARTIAL_TIMEOUT:  # a fragment was lost: the
+                    self._forget_partial(old)  # state exchange brings the rest
+            partial = self._partials[key] = _Partial(count, now)
+        if partial.count != count:
+            self._forget_partial(key)
+            raise BusMessageError("fragments that disagree on their count")
+        if index in partial.chunks:
+            return None
+        if (
+            partial.size + len(chunk) > MAX_MESSAGE_BYTES
+            or self._partial_bytes + len(chunk) > MAX_PARTIAL_BYTES
+        ):
+            self._forget_partial(key)
+            raise BusMessageError("fragments past the bytes kept for reassembly")
+        partial.chunks[index] = chunk
+        partial.size += len(chunk)
+        self._partial_bytes += len(chunk)
+        if len(partial.chunks) < count:
+            return None
+        self._forget_partial(key)
+        return b"".join(partial.chunks[i] for i in range(count))
+
+    def _forget_partial(self, key: tuple[str, int]) -> None:
+        partial = self._partials.pop(key, None)
+        if partial is not None:
+            self._partial_bytes -= partial.size
 
     async def _publish_queued(self) -> None:
         async for channel, data in self._queue:
@@ -509,21 +606,28 @@ class NetworkBus(AsyncContextManagerMixin):
 
     # -- receiving -----------------------------------------------------------------
 
-    def _receive(self, channel: str, data: bytes) -> None:
+    def _receive(self, channel: str, data: bytes, *, whole: bool = False) -> None:
         try:
-            if len(data) > self.transport.max_payload:
+            if len(data) > (MAX_MESSAGE_BYTES if whole else self.transport.max_payload):
                 raise BusMessageError(f"a bus message of {len(data)} bytes")
             envelope = decode_envelope(data)
             expected = self.channel(envelope.document) if envelope.document else self.nodes_channel
             if channel != expected:
                 raise BusMessageError(f"a message for {envelope.document!r} on {channel}")
+            if envelope.origin in self.nodes:
+                return  # our own, echoed by the broker
+            if envelope.kind == Kind.FRAGMENT:
+                if whole:
+                    raise BusMessageError("a fragment inside a fragmented message")
+                reassembled = self._reassemble(envelope)
+                if reassembled is not None:
+                    self._receive(channel, reassembled, whole=True)
+                return
         except BusMessageError as e:
             metrics.BUS_DROPPED.labels(bus=self.name, reason="malformed").inc()
             self._throttle.warning("malformed", f"{self.name} bus: dropped {e}")
             return
         origin = envelope.origin
-        if origin in self.nodes:
-            return  # our own, echoed by the broker
         if origin in self._seen or len(self._seen) < MAX_NODES:
             self._seen[origin] = time.monotonic()
         if envelope.target and envelope.target not in self.nodes:
