@@ -438,7 +438,15 @@ class Room:
             self._report_change(integrated, BUS_ORIGIN)
 
     def receive_awareness_from_bus(self, payload: bytes, origin: str = "") -> None:
-        """Node ``origin``'s connections changed awareness states: apply and pass them on."""
+        """Node ``origin``'s connections changed awareness states: apply and pass them on.
+
+        The room's cap on awareness bytes counts every node's states: past it, what the
+        bus brings is dropped (states expire by the timeout) rather than grow the room.
+        """
+        if self._awareness_total > self.max_awareness_bytes:
+            metrics.LIMIT_HITS.labels(limit="awareness").inc()
+            log.warning("dropped awareness for %r from the bus: the room is at its cap", self.name)
+            return
         self._bus_origin = origin
         try:
             self.awareness.apply_awareness_update(payload, origin=BUS_ORIGIN)

@@ -352,3 +352,23 @@ async def test_an_update_larger_than_the_broker_takes_crosses_in_fragments(
     room_a.flush()
     await until(lambda: content(room_b) == big)
     assert network.buses[b.node_id]._partials == {}  # nothing left half assembled
+
+
+async def test_presence_from_the_bus_counts_toward_the_rooms_awareness_cap(
+    cluster: Cluster,
+) -> None:
+    a = await cluster.node()
+    b = await cluster.node(max_awareness_bytes=1024)
+    room_a, room_b = await a.open("doc"), await b.open("doc")
+    ada = FakePeer()
+    room_a.join(ada)
+    for i in range(3):  # about 430 bytes each: past B's cap, not A's
+        state = {"user": {"name": f"user {i}", "note": "x" * 400}}
+        room_a.receive(ada, AwarenessUpdate(awareness_of(100 + i, state)))
+    await until(lambda: len(room_b.awareness.states) == 3)
+    room_a.receive(ada, AwarenessUpdate(awareness_of(999, {"user": {"name": "one more"}})))
+    room_a.receive(ada, SyncUpdate(text_update("after it")))  # same channel, in order
+    room_a.flush()
+    await until(lambda: content(room_b) == "after it")
+    assert 999 in room_a.awareness.states
+    assert 999 not in room_b.awareness.states
