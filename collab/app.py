@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 import anyio
 
 from collab.access import OriginPolicy, token_auth
+from collab.bus import check_bus_url, open_bus
 from collab.config import Settings
 from collab.errors import CloseCode, CollabError
 from collab.hooks import Hooks
@@ -81,11 +82,12 @@ class CollabApp:
                 "no token key (--jwt-secret, --jwt-public-key) and no anonymous access"
                 " (--anonymous): every connection will be refused with 4401"
             )
+        check_bus_url(self.settings.bus)  # a bad --bus fails before anything opens
         # The webhooks outlive the store, so the commits of its last flush are told too.
         async with self.webhooks if self.webhooks is not None else nullcontext():
-            async with open_store(self.settings) as store:
+            async with open_store(self.settings) as store, open_bus(self.settings, store) as bus:
                 store.on_stored(self.streams.on_stored)  # the change feed (transport.sse)
-                async with RoomManager(store, self.settings, hooks=self.hooks) as rooms:
+                async with RoomManager(store, self.settings, hooks=self.hooks, bus=bus) as rooms:
                     self._store, self._rooms = store, rooms
                     self.ready, self.stopping = True, False
                     try:

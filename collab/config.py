@@ -125,6 +125,32 @@ class Settings:
         "Seconds of history kept for `collab docs export/restore --at`.",
         type=click.FloatRange(0),
     )
+    # -- several nodes ------------------------------------------------------------------
+    #: docs/bus.md. Nodes on one bus must share one store (one SQLite file on one machine).
+    bus: str = setting(
+        "local",
+        "Fan-out between collab nodes: local (this process alone), redis://HOST:6379/0"
+        " or nats://HOST:4222.",
+    )
+    bus_prefix: str = setting(
+        "collab",
+        "Prefix of the bus's channels (subjects): nodes with the same one form a cluster.",
+    )
+    #: 2 s: a dead node's cursors vanish elsewhere within 6-8 s; a heartbeat costs each
+    #: node one small message per node per interval.
+    bus_heartbeat: float = setting(
+        2.0,
+        "Seconds between a node's heartbeats on the bus; a node silent for 3 of them is"
+        " taken for dead and its clients' presence removed.",
+        type=click.FloatRange(0.05),
+    )
+    #: Bounds how long an update the bus lost stays missing on another node; costs one
+    #: state vector per open document per node per interval, and a delete set per answer.
+    bus_sync_interval: float = setting(
+        10.0,
+        "Seconds between the state exchanges that heal what the bus lost.",
+        type=click.FloatRange(0.05),
+    )
     synchronous: str = setting(
         "NORMAL",
         "SQLite synchronous level: NORMAL survives a crash of the process, FULL also a "

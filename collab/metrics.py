@@ -86,6 +86,23 @@ WEBHOOK_DELIVERIES = Counter(
 WEBHOOK_PENDING = Gauge(
     "collab_webhook_pending", "Documents with a webhook call waiting or in flight (all URLs)."
 )
+BUS_CONNECTED = Gauge(
+    "collab_bus_connected", "1 while the node is connected to its bus (redis, nats).", ["bus"]
+)
+BUS_RECONNECTS = Counter(
+    "collab_bus_reconnects_total", "Connections to the bus lost (and re-established).", ["bus"]
+)
+BUS_MESSAGES = Counter(
+    "collab_bus_messages_total",
+    "Messages published to (out) and read from (in) the bus.",
+    ["bus", "direction"],
+)
+BUS_DROPPED = Counter(
+    "collab_bus_dropped_total",
+    "Bus messages dropped: disconnected, queue_full (publishing; the state exchange"
+    " heals them), too_large, malformed (received).",
+    ["bus", "reason"],
+)
 
 #: (ticket, monotonic time its first update was accepted), oldest first; see note_stored.
 _awaiting_commit: deque[tuple[int, float]] = deque()

@@ -43,6 +43,7 @@ hocuspocus#821), expires stale awareness states, and unloads rooms that stayed e
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -88,7 +89,7 @@ from collab.protocol import (
     Unknown,
     encode,
 )
-from collab.protocol.codec import read_awareness_update
+from collab.protocol.codec import decode_state_vector, read_awareness_update
 from collab.storage.base import DocVersion, StoredDoc, StoredUpdates, UpdateLog
 from collab.structs import MAX_DEPTH, NestingTracker, StructError, read_update
 from collab.updates import (
@@ -241,6 +242,9 @@ class Room:
         self._clock_base = int(time.time() * 1000)
         # Which connection owns each awareness client id (the first that used it).
         self._owners: dict[int, Peer] = {}
+        # Which other node's connection owns each client id whose state came by the bus.
+        self._remote_owners: dict[int, str] = {}
+        self._bus_origin = ""  # the node whose awareness update is being applied
         # The bytes of each client's state, and their sum, capped per room.
         self._awareness_sizes: dict[int, int] = {}
         self._awareness_total = 0
@@ -410,7 +414,18 @@ class Room:
             self._report_change(update, STORE_ORIGIN)
 
     def receive_from_bus(self, update: bytes) -> None:
-        """Another node accepted ``update``: apply it and pass it on; it is stored there."""
+        """Another node accepted ``update``: apply it and pass it on; it is stored there.
+
+        :raises InvalidUpdateError: it cannot be applied.
+        """
+        if self.retired:
+            try:
+                self._check_update_epoch(update)
+            except StaleClientError:
+                # A node that has not yet noticed the delete relayed a stale client: the
+                # store refuses its append, and this room must not pass it on either.
+                log.info("dropped an update for %r from the bus: a retired epoch", self.name)
+                return
         self._integrated = None
         apply_update(self.doc, update)
         self._track(update)
@@ -419,11 +434,50 @@ class Room:
             self.broadcast(encode(SyncUpdate(integrated)))
             self._report_change(integrated, BUS_ORIGIN)
 
-    def receive_awareness_from_bus(self, payload: bytes) -> None:
+    def receive_awareness_from_bus(self, payload: bytes, origin: str = "") -> None:
+        """Node ``origin``'s connections changed awareness states: apply and pass them on.
+
+        The room's cap on awareness bytes counts every node's states: past it, what the
+        bus brings is dropped (states expire by the timeout) rather than grow the room.
+        """
+        if self._awareness_total > self.max_awareness_bytes:
+            metrics.LIMIT_HITS.labels(limit="awareness").inc()
+            log.warning("dropped awareness for %r from the bus: the room is at its cap", self.name)
+            return
+        self._bus_origin = origin
         try:
             self.awareness.apply_awareness_update(payload, origin=BUS_ORIGIN)
         except (IndexError, RuntimeError, ValueError, TypeError) as e:
             log.warning("malformed awareness update for %r from the bus: %s", self.name, e)
+        finally:
+            self._bus_origin = ""
+
+    def remove_node(self, origin: str) -> None:
+        """Node ``origin`` is gone: remove the awareness states of its connections."""
+        client_ids = [c for c, node in self._remote_owners.items() if node == origin]
+        if client_ids:
+            self.awareness.remove_awareness_states(client_ids, origin=BUS_ORIGIN)
+
+    def own_awareness(self) -> bytes | None:
+        """The awareness states of this room's own connections, each clock moved two on so
+        that they are news even to a node that removed them (a removal moves it one on).
+
+        As in :meth:`_reannounce`, the owners are not sent these clocks, and their next
+        entries are relayed past them.
+        """
+        states = self.awareness.states
+        own = [c for client_ids in self.peers.values() for c in client_ids if c in states]
+        if not own:
+            return None
+        meta = self.awareness.meta
+        for client in own:
+            entry = meta.get(client)
+            if entry is not None:
+                entry["clock"] += 2
+                if client in self._clock_offsets:
+                    self._clock_offsets[client] += 2
+        self._awareness_snapshot = None
+        return encode_awareness(self.awareness, own)
 
     def _report_change(self, update: bytes, origin: Origin) -> None:
         if self.hooks.on_change:
@@ -619,7 +673,7 @@ class Room:
         meta = self.awareness.meta
         for client, clock, start, after_clock, end, size in entries:
             owner = self._owners.get(client)
-            if owner is not None and owner is not peer:
+            if (owner is not None and owner is not peer) or client in self._remote_owners:
                 # A client id belongs to the connection that first used it: another one
                 # may neither overwrite nor remove its state. (The stock client sends
                 # back every state it hears, so this is also how echoes are dropped.)
@@ -696,8 +750,12 @@ class Room:
             controlled.difference_update(removed)
             for client in added:
                 self._owners[client] = origin
+        if origin is BUS_ORIGIN and self._bus_origin:
+            for client in (*added, *updated):
+                self._remote_owners[client] = self._bus_origin
         for client in removed:
             self._owners.pop(client, None)
+            self._remote_owners.pop(client, None)
         self._account_awareness(added, updated, removed)
         changed = added + updated + removed
         # Each entry that took effect names its client once in `changed`; an outdated one
@@ -811,6 +869,30 @@ class Room:
             frame = encode(Ack(state_vector))
             for peer in list(self._ack_peers):
                 peer.send_nowait(frame)
+
+
+#: Bytes of :func:`deletions_digest`.
+DIGEST_BYTES = 16
+
+
+def deletions_digest(doc: Doc[Any]) -> bytes:
+    """A digest of what ``doc`` deleted: equal for two docs that deleted the same.
+
+    Its delete set is sorted and its adjacent ranges joined first, so that the order yrs
+    encodes it in does not matter.
+    """
+    ranges = sorted(read_update(doc.get_update(doc.get_state())).delete_set)
+    joined: list[tuple[int, int, int]] = []
+    for client, clock, length in ranges:
+        if joined and joined[-1][0] == client and joined[-1][1] + joined[-1][2] >= clock:
+            last = joined[-1]
+            joined[-1] = (client, last[1], max(last[2], clock + length - last[1]))
+        else:
+            joined.append((client, clock, length))
+    digest = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    for client, clock, length in joined:
+        digest.update(f"{client},{clock},{length};".encode())
+    return digest.digest()
 
 
 def build_doc(name: str, updates: list[bytes], chunks: list[bytes] | None = None) -> Doc[Any]:
@@ -995,10 +1077,51 @@ class RoomManager(AsyncContextManagerMixin):
                 del early[0]
             early.append(update)
 
-    def on_bus_awareness(self, document: str, payload: bytes) -> None:
+    def on_bus_awareness(self, document: str, payload: bytes, origin: str) -> None:
         room = self.rooms.get(document)
         if room is not None:
-            room.receive_awareness_from_bus(payload)
+            room.receive_awareness_from_bus(payload, origin)
+
+    def on_node_gone(self, origin: str) -> None:
+        for room in list(self.rooms.values()):
+            room.remove_node(origin)
+
+    def own_awareness(self, document: str) -> bytes | None:
+        room = self.rooms.get(document)
+        return room.own_awareness() if room is not None else None
+
+    def state_of(self, document: str) -> bytes | None:
+        room = self.rooms.get(document)
+        if room is None:
+            return None
+        return deletions_digest(room.doc) + room.doc.get_state()
+
+    def on_bus_state(self, document: str, state: bytes) -> tuple[bytes | None, bool]:
+        room = self.rooms.get(document)
+        if room is None:
+            return None, False
+        digest, state_vector = state[:DIGEST_BYTES], state[DIGEST_BYTES:]
+        try:
+            if len(digest) < DIGEST_BYTES:
+                raise RemoteProtocolError("too short")
+            theirs = decode_state_vector(state_vector)
+        except RemoteProtocolError as e:
+            log.warning("a state of %r from the bus is invalid: %s", document, e)
+            return None, False
+        mine = decode_state_vector(room.doc.get_state())
+        ahead = any(clock > theirs.get(client, 0) for client, clock in mine.items())
+        behind = any(clock > mine.get(client, 0) for client, clock in theirs.items())
+        # State vectors count insertions only: a deletion the other lacks shows in the
+        # digest of the delete sets. Each side then sends its own, once.
+        deletions_differ = digest != deletions_digest(room.doc)
+        update = None
+        if ahead or deletions_differ:
+            try:
+                update = room.doc.get_update(state_vector)
+            except ValueError as e:
+                log.warning("a state vector of %r from the bus is invalid: %s", document, e)
+                return None, False
+        return update, behind or (deletions_differ and not ahead)
 
     def open_documents(self) -> Mapping[str, object]:
         return dict(self.rooms)

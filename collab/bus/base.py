@@ -7,8 +7,10 @@ the document integrated it, and each awareness change. A bus delivers a message 
 every other node subscribed to that document, never back to the one that published it;
 the receiving room applies it and passes it to its connections, but does not store it
 again (the publishing node did). Applying an update twice is harmless to the CRDT;
-losing one is not, so a bus that can lose messages must heal by other means (a bus
-across machines exchanges state vectors periodically).
+losing one is not, so a bus that can lose messages must heal by other means: a bus
+across machines exchanges each open document's state (:meth:`BusNode.state_of`,
+:meth:`BusNode.on_bus_state`) periodically and after every gap, and heartbeats, so
+that the awareness states of a node that died are removed (:meth:`BusNode.on_node_gone`).
 
 A bus also tells a node when the stored document moved without it: another process
 (``collab docs import``, ``delete``, ``restore``) appended to it or retired its epoch.
@@ -38,8 +40,29 @@ class BusNode(Protocol):
         """Another node accepted ``update`` for ``document``: apply it, do not store it."""
         ...
 
-    def on_bus_awareness(self, document: str, payload: bytes) -> None:
-        """Another node's connections changed their awareness states."""
+    def on_bus_awareness(self, document: str, payload: bytes, origin: str) -> None:
+        """The connections of node ``origin`` changed their awareness states."""
+        ...
+
+    def on_node_gone(self, origin: str) -> None:
+        """Node ``origin`` stopped heartbeating (or left): remove, in every room, the
+        awareness states its connections had."""
+        ...
+
+    def state_of(self, document: str) -> bytes | None:
+        """``document``'s state as this node holds it, for other nodes to compare with
+        theirs (:meth:`on_bus_state`); None while it is not open here. Opaque to the bus."""
+        ...
+
+    def on_bus_state(self, document: str, state: bytes) -> tuple[bytes | None, bool]:
+        """Another node's :meth:`state_of` ``document``: return the update it lacks (None:
+        nothing), and whether it holds something this node lacks. Bad bytes are logged and
+        answered with ``(None, False)``."""
+        ...
+
+    def own_awareness(self, document: str) -> bytes | None:
+        """The awareness states of this node's own connections to ``document``, as news
+        to any node (None: none)."""
         ...
 
     def open_documents(self) -> Mapping[str, object]:

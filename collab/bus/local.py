@@ -77,7 +77,7 @@ class LocalBus(AsyncContextManagerMixin):
     def publish_awareness(self, node: BusNode, document: str, payload: bytes) -> None:
         for other in self._subscribers.get(document, ()):
             if other is not node:
-                other.on_bus_awareness(document, payload)
+                other.on_bus_awareness(document, payload, node.node_id)
 
     async def poll(self) -> None:
         if self.store is None:
