@@ -17,12 +17,14 @@ import subprocess
 import sys
 import time
 import venv
+from dataclasses import fields
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
+from collab.config import Settings, envvar_of
 from tests.conftest import ROOT, free_port
 from tests.jsclient import JS_DIR
 
@@ -126,3 +128,24 @@ def test_the_dockerfile_install_steps_give_a_server_that_passes_its_health_check
         server.terminate()
         server.wait(20)
     assert server.returncode == 0
+
+
+def test_the_scale_out_compose_file_runs_three_nodes_on_postgres_redis_and_nginx() -> None:
+    schema = json.loads(SCHEMA.read_text())
+    compose = yaml.safe_load((ROOT / "docker-compose.scale.yml").read_text())
+    jsonschema.Draft201909Validator(schema).validate(compose)
+    services = compose["services"]
+    nodes = sorted(name for name in services if name.startswith("collab"))
+    assert nodes == ["collab1", "collab2", "collab3"]
+    # nginx's upstream lists exactly these nodes, on the port they listen on.
+    upstreams = re.findall(
+        r"^\s*server (\S+):1234 ", (ROOT / "deploy" / "nginx.conf").read_text(), re.M
+    )
+    assert upstreams == nodes
+    assert any("deploy/nginx.conf" in v for v in services["nginx"]["volumes"])
+    known = {envvar_of(f.name) for f in fields(Settings)}
+    for name in nodes:
+        env = services[name]["environment"]
+        assert set(env) <= known, set(env) - known  # every variable is a real setting
+        assert env["COLLAB_DB"].startswith("postgresql://") and "@postgres:" in env["COLLAB_DB"]
+        assert env["COLLAB_BUS"].startswith("redis://redis:")
