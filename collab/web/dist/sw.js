@@ -6,8 +6,8 @@
 // the document. Hashed assets never change, so they are served from the cache. Everything
 // else (`/api/*`, websockets) is left alone.
 
-const VERSION = "ec20bed4b9e3891b"
-const PRECACHE = ["/","/assets/editor-BRE26XDV.css","/assets/editor-THZPLV2H.js","/assets/picker-FSLLXIOD.js","/assets/picker-R4YPLGIF.css","/d/"]
+const VERSION = "89956b2a9c9e045c"
+const PRECACHE = ["/","/assets/editor-5G3DG2KU.js","/assets/editor-BRE26XDV.css","/assets/picker-FSLLXIOD.js","/assets/picker-R4YPLGIF.css","/d/"]
 const CACHE = 'collab-' + VERSION
 
 self.addEventListener('install', (event) => {
