@@ -208,16 +208,23 @@ class Client(AsyncContextManagerMixin):
             first = None if self.reconnect else await self._open()
             doc_sub = self.doc.observe(self._on_doc_change)
             aw_sub = self.awareness.observe(self._on_awareness_change)
+            error: Exception | None = None
             try:
                 async with anyio.create_task_group() as tg:
                     await tg.start(self.awareness.start)  # renews our state, expires others'
                     tg.start_soon(self._run, first)
                     try:
                         yield self
+                    except Exception as e:
+                        # Raised again below, outside the task group, so that the caller
+                        # gets its own exception rather than an ExceptionGroup around it.
+                        error = e
                     finally:
                         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                             await self._close_cleanly()
                         tg.cancel_scope.cancel()
+                if error is not None:
+                    raise error
             finally:
                 self.doc.unobserve(doc_sub)
                 self.awareness.unobserve(aw_sub)
