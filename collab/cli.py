@@ -729,7 +729,7 @@ def put(url: str, root: str) -> None:
         \b
         collab put ws://127.0.0.1:1234/notes/plan --root content < plan.md
     """
-    new = click.get_text_stream("stdin").read()
+    new = sys.stdin.read()
     deleted, inserted = _remote(lambda: remote.put_text(url, root, new))
     click.echo(f"saved: {deleted} characters deleted, {inserted} inserted", err=True)
 

@@ -19,7 +19,7 @@ from pycrdt import Array, ArrayEvent, Map, MapEvent, Text, TextEvent
 
 from collab.client import Client, ConnectionState, document_of
 from collab.errors import CollabError, ConnectionClosedError
-from collab.history import RootKind, detect_roots, parse_root, root_value
+from collab.history import detect_roots, parse_root, root_value
 
 #: Above this many pairs of characters the middle of a diff is compared line by line.
 CHAR_DIFF_LIMIT = 4_000_000
@@ -181,12 +181,14 @@ def _jsonable(value: Any) -> Any:
 
 
 def _event_line(name: str, event: Any) -> dict[str, Any]:
+    # pycrdt's events declare their attributes in __slots__ only: read them untyped.
+    change: Any = event
     if isinstance(event, (TextEvent, ArrayEvent)):
-        delta = [{k: _jsonable(v) for k, v in op.items()} for op in event.delta]
+        delta = [{k: _jsonable(v) for k, v in op.items()} for op in change.delta]
         return {"root": name, "delta": delta}
     if isinstance(event, MapEvent):
         keys = {
-            key: {k: _jsonable(v) for k, v in change.items()} for key, change in event.keys.items()
+            key: {k: _jsonable(v) for k, v in entry.items()} for key, entry in change.keys.items()
         }
         return {"root": name, "keys": keys}
     return {"root": name, "event": type(event).__name__}
@@ -238,13 +240,13 @@ async def watch(
             shared = client.doc.get(name, type=types[kind])
             emit(json.dumps({"root": name, "value": root_value(client.doc, name, kind)}))
             shared.observe(_printer(name, emit))
-        state = client.state
+        seen = [client.state]
         while True:
             try:
-                await client.wait_for(lambda: client.state is not state, timeout=float("inf"))
+                await client.wait_for(lambda: client.state is not seen[0], timeout=float("inf"))
             except ConnectionClosedError:
                 raise _closed_error(client, url) from None
-            state = client.state
+            state = seen[0] = client.state
             if state in (ConnectionState.CONNECTED, ConnectionState.OFFLINE):
                 why = f" ({client.last_error})" if client.last_error else ""
                 status(f"{state.value}{why}")
