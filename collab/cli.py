@@ -13,7 +13,7 @@ from typing import Any, BinaryIO, TypeVar
 import anyio
 import click
 
-from collab import __version__, admin, logs
+from collab import __version__, admin, logs, remote
 from collab.auth import Access, ConfigError, TokenError, issue_token
 from collab.config import Settings, envvar_of, flag_of
 from collab.errors import CollabError, StoreError
@@ -681,6 +681,94 @@ def check(db: str) -> None:
     click.echo(f"checked {checked} {noun}: {failed or 'none'} failed")
     if problems:
         raise SystemExit(1)
+
+
+# -- clients of a running server: get, put, watch -------------------------------------
+#
+# Each runs one function of collab.remote (over collab.client) against a server's
+# websocket URL; an unreachable server or a refused name is a one-line error.
+
+
+def _remote(action: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return anyio.run(action)
+    except CollabError as e:
+        raise click.ClickException(str(e)) from None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--root") from None
+
+
+@cli.command("get")
+@click.argument("url")
+@click.option(
+    "--root",
+    default=None,
+    help="Root to print, as NAME or NAME:TYPE (text, map, array, xml): a text as it is,"
+    " a map or array as JSON. Default: the 'content' text, or JSON of every root.",
+)
+def get(url: str, root: str | None) -> None:
+    """Print a document of a running server.
+
+    Example:
+
+        \b
+        collab get ws://127.0.0.1:1234/notes/plan
+        collab get ws://127.0.0.1:1234/notes/plan --root meta
+    """
+    content = _remote(lambda: remote.get_content(url, root))
+    click.echo(content, nl=not content.endswith("\n"))
+
+
+@cli.command("put")
+@click.argument("url")
+@click.option("--root", default="content", help="The text root to replace.")
+def put(url: str, root: str) -> None:
+    """Replace a text of a running server's document with standard input.
+
+    Only what differs is deleted and inserted (a minimal diff, one transaction), so people
+    editing at the same moment keep their cursors and their own edits. Returns once the
+    server has the edit on disk.
+
+    Example:
+
+        \b
+        collab put ws://127.0.0.1:1234/notes/plan --root content < plan.md
+    """
+    new = sys.stdin.read()
+    deleted, inserted = _remote(lambda: remote.put_text(url, root, new))
+    click.echo(f"saved: {deleted} characters deleted, {inserted} inserted", err=True)
+
+
+@cli.command("watch")
+@click.argument("url")
+@click.option(
+    "--root",
+    "roots",
+    multiple=True,
+    help="Root to follow, as NAME or NAME:TYPE (text, map, array); repeatable."
+    " Default: every root the document has ('content' if none).",
+)
+def watch(url: str, roots: tuple[str, ...]) -> None:
+    """Print a document's roots, then one JSON line per change as it happens.
+
+    Reconnects on its own (connection changes go to standard error); stop with Ctrl-C.
+
+    Example:
+
+        \b
+        collab watch ws://127.0.0.1:1234/notes/plan
+        {"root": "content", "value": "hello"}
+        {"root": "content", "delta": [{"retain": 5}, {"insert": " world"}]}
+    """
+
+    def emit(line: str) -> None:
+        click.echo(line)
+        sys.stdout.flush()
+
+    try:
+        _remote(lambda: remote.watch(url, roots, emit, lambda line: click.echo(line, err=True)))
+    except KeyboardInterrupt:
+        pass
 
 
 @cli.group()

@@ -51,6 +51,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
@@ -258,7 +259,7 @@ class Room:
         self.empty_since: float | None = time.monotonic()
         # Durability acknowledgements, kept only while some peer asked for them.
         self._last_ticket = 0
-        self._ack_peers: set[Peer] = set()
+        self._ack_peers: dict[Peer, _AckCounts] = {}
         self._unacked: deque[tuple[int, bytes]] = deque()  # (ticket, state vector then)
         # The rooms with unacknowledged tickets, shared with the manager so that a commit
         # visits only them, not every loaded room.
@@ -288,9 +289,9 @@ class Room:
         if self.awareness.states:
             frames.append(self._reannounce(peer))
         if peer.wants_ack:
-            self._ack_peers.add(peer)
+            self._ack_peers[peer] = _AckCounts()
             if self.store.durable_ticket >= self._last_ticket:
-                frames.append(encode(Ack(self.doc.get_state())))
+                frames.append(encode(Ack(self.doc.get_state(), 0)))
             else:
                 self._await_ack()
         return frames
@@ -300,7 +301,7 @@ class Room:
         client_ids = self.peers.pop(peer, set())
         for client_id in client_ids:
             self._clock_offsets.pop(client_id, None)
-        self._ack_peers.discard(peer)
+        self._ack_peers.pop(peer, None)
         self._told_read_only.discard(peer)
         if not self._ack_peers:
             self._unacked.clear()
@@ -326,9 +327,14 @@ class Room:
                     return self._refuse_read_only(peer, update, TOO_DEEP_REASON)
                 if self.retired:
                     self._check_update_epoch(update)
+                counts = self._ack_peers.get(peer)
+                if counts is not None:
+                    counts.received += 1
                 self._apply(peer, update)
                 if self._schedule_flush is None:
                     self.flush()
+                if counts is not None and counts.noted < counts.received and not self._batch:
+                    return self._ack_unchanged(counts)
                 return []
             case SyncStep1(state_vector):
                 if self.retired:
@@ -852,11 +858,38 @@ class Room:
             self.awareness.remove_awareness_states(stale, origin="timeout")
 
     # -- durability acknowledgements --------------------------------------------
+    #
+    # An acknowledgement carries the durable state vector and, per connection, how many of
+    # the update messages it sent are durable: a state vector counts insertions only, so a
+    # delete-only edit is visible to its sender in the count alone. An accepted update
+    # message is durable once the ticket of the append that holds what it integrated has
+    # committed; one that integrated nothing (a reconnecting client's step 2, a repeat)
+    # once everything appended before it has. Refused messages are never counted: a
+    # read-only peer's edits never show as saved.
 
     def _await_ack(self) -> None:
-        """Remember the doc's state as of the last ticket, to acknowledge once it commits."""
-        self._unacked.append((self._last_ticket, self.doc.get_state()))
+        """Remember the doc's state and each ack peer's count as of the last ticket, to
+        acknowledge once it commits."""
+        ticket = self._last_ticket
+        if self._unacked and self._unacked[-1][0] == ticket:
+            self._unacked.pop()  # one entry per ticket: the latest state holds the others
+        self._unacked.append((ticket, self.doc.get_state()))
+        for counts in self._ack_peers.values():
+            if counts.noted < counts.received:
+                if counts.pending and counts.pending[-1][0] == ticket:
+                    counts.pending.pop()
+                counts.pending.append((ticket, counts.received))
+                counts.noted = counts.received
         self._awaiting_ack.add(self)
+
+    def _ack_unchanged(self, counts: _AckCounts) -> list[bytes]:
+        """An ack peer's update message integrated nothing new and nothing waits to be
+        appended: it is durable with the last ticket, at once if that has committed."""
+        if self.store.durable_ticket >= self._last_ticket and not counts.pending:
+            counts.noted = counts.durable = counts.received
+            return [encode(Ack(self.doc.get_state(), counts.durable))]
+        self._await_ack()
+        return []
 
     def on_commit(self, durable_ticket: int) -> None:
         """The store committed every update up to ``durable_ticket``: tell ack peers."""
@@ -866,9 +899,22 @@ class Room:
         if not self._unacked:
             self._awaiting_ack.discard(self)
         if state_vector is not None:
-            frame = encode(Ack(state_vector))
-            for peer in list(self._ack_peers):
-                peer.send_nowait(frame)
+            # Every count in a peer's pending was noted with an entry of _unacked at the
+            # same ticket, so a count that became durable always comes with a state vector.
+            for peer, counts in list(self._ack_peers.items()):
+                while counts.pending and counts.pending[0][0] <= durable_ticket:
+                    counts.durable = counts.pending.popleft()[1]
+                peer.send_nowait(encode(Ack(state_vector, counts.durable)))
+
+
+@dataclass(slots=True, eq=False)
+class _AckCounts:
+    """One ack peer's update messages: accepted, noted for a ticket, durable."""
+
+    received: int = 0
+    noted: int = 0  # the count as of the last ticket it was noted for
+    durable: int = 0
+    pending: deque[tuple[int, int]] = field(default_factory=deque)  # (ticket, count then)
 
 
 #: Bytes of :func:`deletions_digest`.

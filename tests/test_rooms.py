@@ -14,6 +14,7 @@ import anyio
 import pytest
 from pycrdt import Awareness, Doc, Text, write_message, write_var_uint
 
+from collab.auth import Access
 from collab.config import Settings
 from collab.errors import CloseCode, InvalidUpdateError, RemoteProtocolError
 from collab.hooks import ANONYMOUS_WRITER, Identity
@@ -350,13 +351,99 @@ async def test_ack_peer_hears_the_durable_state_after_commit(tmp_path: Path) -> 
         writer, acker = FakePeer(), FakePeer(wants_ack=True)
         room.join(writer)
         join_frames = [decode(f) for f in room.join(acker)]
-        assert Ack(room.doc.get_state()) in join_frames  # nothing pending: all durable
+        assert Ack(room.doc.get_state(), 0) in join_frames  # nothing pending: all durable
         room.receive(writer, SyncUpdate(text_update("x")))
         await anyio.wait_all_tasks_blocked()  # the flusher hands the batch to the store
         assert not any(isinstance(m, Ack) for m in acker.messages())
         await store.flush()
         acks = [m for m in acker.messages() if isinstance(m, Ack)]
-        assert acks == [Ack(room.doc.get_state())]
+        assert acks == [Ack(room.doc.get_state(), 0)]  # the acker itself sent no update
+
+
+def acks_of(peer: FakePeer) -> list[tuple[dict[int, int], int]]:
+    return [
+        (decode_state_vector(m.state_vector), m.updates)
+        for m in peer.messages()
+        if isinstance(m, Ack)
+    ]
+
+
+async def test_a_delete_only_edit_is_acknowledged_by_count_once_committed(
+    tmp_path: Path,
+) -> None:
+    async with (
+        SQLiteLog(tmp_path / "c.db", commit_delay=0.5) as store,
+        RoomManager(store, Settings()) as manager,
+    ):
+        room = await manager.open("deletes")
+        writer, other = FakePeer(wants_ack=True), FakePeer(wants_ack=True)
+        room.join(writer)
+        room.join(other)
+        client = Doc()
+        room.receive(writer, SyncUpdate(text_update("abc", client)))
+        await anyio.wait_all_tasks_blocked()
+        await store.flush()
+        inserted = decode_state_vector(room.doc.get_state())
+        assert acks_of(writer)[-1] == (inserted, 1)
+        assert acks_of(other)[-1] == (inserted, 0)
+        writer.frames.clear()
+        other.frames.clear()
+
+        before = client.get_state()
+        del client.get("content", type=Text)[0:1]
+        room.receive(writer, SyncUpdate(client.get_update(before)))
+        await anyio.wait_all_tasks_blocked()
+        assert acks_of(writer) == []  # appended, not committed: not saved yet
+        assert str(room.doc.get("content", type=Text)) == "bc"
+        await store.flush()
+        # the state vector did not move; the count did, for the sender only
+        assert acks_of(writer) == [(inserted, 2)]
+        assert acks_of(other) == [(inserted, 0)]
+        stored = Doc()
+        for update in (await store.load("deletes")).updates:
+            stored.apply_update(update)
+        assert str(stored.get("content", type=Text)) == "bc"
+
+
+async def test_an_update_that_changes_nothing_is_acknowledged_with_what_is_durable(
+    tmp_path: Path,
+) -> None:
+    async with (
+        SQLiteLog(tmp_path / "c.db", commit_delay=0.5) as store,
+        RoomManager(store, Settings()) as manager,
+    ):
+        room = await manager.open("repeat")
+        writer = FakePeer(wants_ack=True)
+        room.join(writer)
+        update = text_update("once")
+        room.receive(writer, SyncUpdate(update))
+        await anyio.wait_all_tasks_blocked()
+        # the same bytes again, before the first commit: durable with it, not before
+        assert room.receive(writer, SyncUpdate(update)) == []
+        assert acks_of(writer) == []
+        await store.flush()
+        assert [count for _, count in acks_of(writer)] == [2]
+        # and once everything is durable, at once, in the reply
+        (reply,) = room.receive(writer, SyncStep2(update))
+        assert decode(reply) == Ack(room.doc.get_state(), 3)
+
+
+async def test_refused_updates_of_a_read_only_peer_are_never_counted(
+    tmp_path: Path,
+) -> None:
+    async with (
+        SQLiteLog(tmp_path / "c.db", commit_delay=0.01) as store,
+        RoomManager(store, Settings()) as manager,
+    ):
+        room = await manager.open("viewer")
+        viewer = FakePeer(wants_ack=True, identity=Identity(Access.READ))
+        writer = FakePeer()
+        room.join(viewer)
+        room.receive(viewer, SyncUpdate(text_update("refused")))
+        room.receive(writer, SyncUpdate(text_update("kept")))
+        await anyio.wait_all_tasks_blocked()
+        await store.flush()
+        assert acks_of(viewer)[-1][1] == 0
 
 
 async def test_updates_of_one_turn_are_merged_into_one_frame_and_one_row(

@@ -79,7 +79,10 @@ def decode(frame: bytes) -> Message:
     if message_type == MessageType.QUERY_AWARENESS:
         return QueryAwareness()
     if message_type == MessageType.ACK:
-        return Ack(_read_bytes(decoder))
+        state_vector = _read_bytes(decoder)
+        if decoder.length <= 0:
+            raise RemoteProtocolError("acknowledgement ends before its update count")
+        return Ack(state_vector, _read_uint(decoder))
     # AUTH included: only a server sends it (PermissionDenied), so a client's is ignored.
     return Unknown(message_type)
 
@@ -100,8 +103,12 @@ def encode(message: Message) -> bytes:
             return create_awareness_message(payload)
         case QueryAwareness():
             return _QUERY_AWARENESS_FRAME
-        case Ack(state_vector):
-            return write_var_uint(MessageType.ACK) + write_message(state_vector)
+        case Ack(state_vector, updates):
+            return (
+                write_var_uint(MessageType.ACK)
+                + write_message(state_vector)
+                + write_var_uint(updates)
+            )
         case PermissionDenied(reason):
             # lib0's writeVarString: the UTF-8 byte length, then the bytes
             header = write_var_uint(MessageType.AUTH) + write_var_uint(AuthType.PERMISSION_DENIED)

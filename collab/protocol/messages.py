@@ -72,9 +72,14 @@ class QueryAwareness:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """collab's durability acknowledgement: this state vector is on disk."""
+    """collab's durability acknowledgement: this state vector is on disk, and so are the
+    first ``updates`` update messages (sync step 2 or update) this connection sent.
+
+    The count is what makes a delete-only edit exact: a delete moves no state vector.
+    """
 
     state_vector: bytes
+    updates: int
 
 
 @dataclass(frozen=True, slots=True)

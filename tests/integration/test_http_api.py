@@ -173,6 +173,7 @@ def test_the_listing_pages_with_a_cursor_in_every_order(server: ServerProcess) -
         assert post(f"{server.http_url}/api/docs/{quote(name, safe='')}/updates", update)[0] == 200
     for order, expected in [("name", names), ("updated_at", names[::-1]), ("bytes", names[::-1])]:
         seen: list[str] = []
+        pages: list[object] = []  # for the failure message
         after = ""
         for _ in range(10):
             status, _, body = get(
@@ -180,12 +181,13 @@ def test_the_listing_pages_with_a_cursor_in_every_order(server: ServerProcess) -
             )
             assert status == 200, body
             page = json.loads(body)
+            pages.append(page)
             assert len(page["docs"]) <= 2
             seen += [d["name"] for d in page["docs"]]
             if page["next"] is None:
                 break
             after = page["next"]
-        assert seen == expected, order
+        assert seen == expected, (order, pages)
     (first,) = json.loads(get(f"{server.http_url}/api/docs?limit=1&order=name")[2])["docs"]
     assert first["name"] == "a" and first["updates"] == 1 and first["bytes"] > 0
     assert first["updated_at"] > 0 and first["created_at"] > 0

@@ -24,7 +24,7 @@ payload_messages = st.one_of(
     st.builds(SyncStep2, st.binary()),
     st.builds(SyncUpdate, st.binary()),
     st.builds(AwarenessUpdate, st.binary()),
-    st.builds(Ack, st.binary()),
+    st.builds(Ack, st.binary(), st.integers(min_value=0, max_value=2**53 - 1)),
     st.just(QueryAwareness()),
 )
 
@@ -47,6 +47,8 @@ def test_wire_format_matches_y_protocols() -> None:
     assert encode(SyncUpdate(b"\x01\x02")) == b"\x00\x02\x02\x01\x02"
     assert encode(AwarenessUpdate(b"\x00")) == b"\x01\x01\x00"
     assert encode(QueryAwareness()) == b"\x03"
+    # collab's type 100: varUint8Array(state vector), then varUint(update messages durable)
+    assert encode(Ack(b"\x01\x07\x02", 300)) == b"\x64\x03\x01\x07\x02\xac\x02"
 
 
 @given(st.binary())
@@ -73,6 +75,8 @@ def test_garbage_gives_a_message_or_a_protocol_error(frame: bytes) -> None:
         b"\x00\x02\xff",
         b"\x01",
         b"\x00\x09\x00",
+        b"\x64\x01\x00",  # an acknowledgement without its update count
+        b"\x64\x01\x00\x80",  # ... or with a truncated one
     ],
 )
 def test_truncated_or_inconsistent_frames_are_refused(frame: bytes) -> None:

@@ -6,8 +6,8 @@
 // the document. Hashed assets never change, so they are served from the cache. Everything
 // else (`/api/*`, websockets) is left alone.
 
-const VERSION = "d8cf3c9e524be885"
-const PRECACHE = ["/","/assets/editor-5G2WMQ6R.css","/assets/editor-VQXPYHGW.js","/assets/picker-5657SPDX.css","/assets/picker-HQ7GVFJK.js","/d/"]
+const VERSION = "4ca002175e14d954"
+const PRECACHE = ["/","/assets/editor-5G2WMQ6R.css","/assets/editor-QOC4MQ6C.js","/assets/picker-5657SPDX.css","/assets/picker-HQ7GVFJK.js","/d/"]
 const CACHE = 'collab-' + VERSION
 
 self.addEventListener('install', (event) => {
