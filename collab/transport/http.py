@@ -340,15 +340,9 @@ async def post_update(server: Server, request: Request) -> Response:
         return refusal
     if identity.access < Access.WRITE:
         return responses.error(403, "the token gives read access only")
-    limit = server.settings.max_message_size
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return responses.error(413, f"an update may be {limit} bytes at most")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return responses.error(413, f"an update may be {limit} bytes at most")
+    body = await responses.bounded_body(request, server.settings.max_message_size, "an update")
+    if isinstance(body, Response):
+        return body
     if not body:
         return responses.error(400, "the body must be a binary Yjs update")
     try:

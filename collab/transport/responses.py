@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from starlette.requests import Request
 from starlette.responses import Response
 
 from collab.transport.types import Message, Receive, Scope, Send
@@ -56,3 +57,18 @@ async def respond(response: Response, scope: Scope, receive: Receive, send: Send
     if scope.get("method") == "HEAD":
         send = without_body(send)
     await response(scope, receive, send)
+
+
+async def bounded_body(request: Request, limit: int, what: str) -> bytes | Response:
+    """The request's body, or a 413 as soon as it is known to exceed ``limit`` bytes (by
+    its Content-Length, or while it streams in: nothing past the limit is buffered)."""
+    declared = request.headers.get("content-length")
+    too_big = error(413, f"{what} may be {limit} bytes at most")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return too_big
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return too_big
+    return bytes(body)

@@ -164,15 +164,11 @@ async def post_awareness(
         )
     if peer.identity.user != identity.user:
         return responses.error(403, "that session belongs to another user")
-    limit = server.settings.max_message_size
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return responses.error(413, f"an awareness update may be {limit} bytes at most")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return responses.error(413, f"an awareness update may be {limit} bytes at most")
+    body = await responses.bounded_body(
+        request, server.settings.max_message_size, "an awareness update"
+    )
+    if isinstance(body, Response):
+        return body
     limited = peer.rate.allows(len(body), asyncio.get_running_loop().time())
     if limited is not None:
         metrics.LIMIT_HITS.labels(limit=limited).inc()

@@ -4,6 +4,7 @@ a document (now and at a past time), its state vector, history, posted updates, 
 from __future__ import annotations
 
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +21,7 @@ from collab.client import Client
 from collab.errors import CloseCode, ConnectionClosedError
 from collab.protocol import decode_state_vector
 from tests.conftest import ServerProcess, running_server
+from tests.integration.test_events import answer_to
 
 NAME = "notes%2F2026%2Fplan"  # notes/2026/plan, one path segment
 
@@ -155,6 +157,28 @@ def test_an_invalid_posted_update_is_400_and_changes_nothing(server: ServerProce
     status, body = post(url, b"\x01\x02garbage")
     assert status == 400 and json.loads(body)["error"]
     assert post(url, b"")[0] == 400
+    # Past --max-message-size: refused from its Content-Length, before it is read ...
+    path = url.removeprefix(server.http_url)
+    huge = answer_to(server.port, f"POST {path}", "Content-Length: 4194305")
+    assert huge.startswith(b"HTTP/1.1 413") and b"bytes at most" in huge
+    # ... or, sent in chunks without one, once that much has arrived.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        host = f"127.0.0.1:{server.port}"
+        head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        sock.sendall(head.encode())
+        chunk = b"\x00" * 65536
+        answer = b""
+        try:
+            for _ in range(80):  # 5 MiB in all
+                sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        except OSError:
+            pass  # the server answered and closed before taking it all
+        while b"}" not in answer:
+            data = sock.recv(4096)
+            if not data:
+                break
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     status, _, body = get(f"{server.http_url}/api/docs/{NAME}")
     assert (status, json.loads(body)) == (200, {})  # loaded by the POST, and still empty
     assert get(url)[0] == 405
