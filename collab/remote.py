@@ -13,13 +13,14 @@ import difflib
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_to_bytes, urlsplit, urlunsplit
 
 from pycrdt import Array, ArrayEvent, Map, MapEvent, Text, TextEvent
 
 from collab.client import Client, ConnectionState, document_of
 from collab.errors import CollabError, ConnectionClosedError
 from collab.history import detect_roots, parse_root, root_value
+from collab.names import BadNameError, name_from_bytes
 
 #: Above this many pairs of characters the middle of a diff is compared line by line.
 CHAR_DIFF_LIMIT = 4_000_000
@@ -39,6 +40,12 @@ def websocket_url(url: str) -> str:
         raise CollabError(f"{url!r} is not a document URL: use ws://HOST:PORT/NAME")
     if parts.path in ("", "/"):
         raise CollabError(f"{url!r} names no document: use ws://HOST:PORT/NAME")
+    try:
+        # The server's own rule, checked here too: a refused name is a clear error at
+        # once rather than a close code that may race the socket's teardown.
+        name_from_bytes(unquote_to_bytes(parts.path[1:]))
+    except BadNameError as e:
+        raise CollabError(f"{url!r} names no valid document: {e}") from None
     return urlunsplit((scheme, parts.netloc, parts.path, parts.query, ""))
 
 
