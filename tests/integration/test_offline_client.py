@@ -100,7 +100,9 @@ async def test_the_client_comes_back_after_a_server_restart(server: ServerProces
         await anyio.to_thread.run_sync(server.start)
         await client.synced(timeout=30)
         await client.wait_durable(timeout=30)
-        assert client.connections == 2
+        # At least one more connection: one may also have reached the old process while it
+        # was shutting down (closed at once with 1001) before the new one answered.
+        assert client.connections >= 2
     assert stored_text(server, "restart") == "while down. "
     assert await served_text(server, "restart") == "while down. "
 
