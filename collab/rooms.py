@@ -174,6 +174,12 @@ class StaleClientError(RemoteProtocolError):
         super().__init__(STALE_REASON, CloseCode.STALE_EPOCH)
 
 
+def _awareness_payload(entries: Iterable[tuple[int, bytes]]) -> bytes:
+    """An awareness update made of encoded entries (client id, clock, state)."""
+    parts = [entry for _, entry in entries]
+    return write_var_uint(len(parts)) + b"".join(parts)
+
+
 def encode_awareness(awareness: Awareness, client_ids: Iterable[int]) -> bytes:
     """Encode the states of ``client_ids`` as an awareness update.
 
@@ -233,11 +239,17 @@ class Room:
         self.awareness = Awareness(doc)
         self.awareness.set_local_state(None)  # the server itself has no presence
         self.awareness.observe(self._on_awareness_change)
-        # The awareness update being applied, relayed as it came when all of it took effect.
-        self._awareness_in: tuple[bytes, int] | None = None  # (its bytes, its entries)
+        # The awareness update being applied: each entry as relayed, used as it came when
+        # all of it took effect.
+        self._awareness_in: list[tuple[int, bytes]] | None = None  # (client id, entry)
         self._awareness_entry_sizes: dict[int, int] | None = None  # its states' sizes
-        # (its sender, its bytes as sent), echoed to the sender with its own clocks
-        self._awareness_echo: tuple[Peer, bytes] | None = None
+        # (its sender, each entry as sent), echoed to the sender with its own clocks
+        self._awareness_echo: tuple[Peer, dict[int, bytes]] | None = None
+        # Awareness entries changed since the last flush, latest per client id, relayed as
+        # one frame per peer per loop turn (a cursor storm would otherwise cost every peer
+        # one frame per move of every other cursor); and the senders' own echoes.
+        self._awareness_out: dict[int, bytes] = {}
+        self._awareness_echoes: dict[Peer, dict[int, bytes]] = {}
         # How far each client's clocks are shifted as relayed (see _apply_awareness).
         self._clock_offsets: dict[int, int] = {}
         self._clock_base = int(time.time() * 1000)
@@ -609,20 +621,23 @@ class Room:
     def _batch_update(self, sender: Peer | None, update: bytes) -> None:
         if not self._batch:
             self._batch_since = time.monotonic()
-            if self._schedule_flush is not None:
+            if self._schedule_flush is not None and not self._awareness_out:
                 self._schedule_flush(self)
         self._batch.append((sender, update))
 
     def flush(self) -> None:
-        """Store and fan out the updates accepted since the last flush, merged."""
+        """Store and fan out the updates accepted since the last flush, merged; then relay
+        the awareness entries changed since, latest per client (after the updates, so that
+        a cursor never arrives before the text it points into)."""
         batch = self._batch
-        if not batch:
-            return
-        self._batch = []
-        try:
-            self._flush(batch)
-        finally:
-            metrics.FANOUT_SECONDS.observe(time.monotonic() - self._batch_since)
+        if batch:
+            self._batch = []
+            try:
+                self._flush(batch)
+            finally:
+                metrics.FANOUT_SECONDS.observe(time.monotonic() - self._batch_since)
+        if self._awareness_out:
+            self._flush_awareness()
 
     def _flush(self, batch: list[tuple[Peer | None, bytes]]) -> None:
         if len(batch) == 1:
@@ -731,9 +746,12 @@ class Room:
                 entry if a < 0 else payload[a:b] for _, a, b, _, entry in kept
             )
             used = len(payload)
-        self._awareness_echo = (peer, original)
+        own_entries = {client: original[start:end] for client, _, start, _, end, _ in entries}
+        self._awareness_echo = (peer, {client: own_entries[client] for client, *_ in kept})
         self._awareness_entry_sizes = {client: size for client, _, _, size, _ in kept}
-        self._awareness_in = (payload[:used] if used < len(payload) else payload, len(kept))
+        self._awareness_in = [
+            (client, entry if a < 0 else original[a:b]) for client, a, b, _, entry in kept
+        ]
         try:
             self.awareness.apply_awareness_update(payload, origin=peer)
         except (IndexError, RuntimeError, ValueError, TypeError) as e:
@@ -768,26 +786,48 @@ class Room:
         # names none. When all did, relaying the update as it came tells the peers exactly
         # what re-encoding the changed states would, without a JSON round trip per cursor
         # move (most of the traffic).
-        if self._awareness_in is not None and self._awareness_in[1] == len(changed):
-            payload = self._awareness_in[0]
+        if not changed:
+            return
+        incoming = self._awareness_in
+        if incoming is not None and len(incoming) == len(changed):
+            entries = incoming
         else:
-            payload = encode_awareness(self.awareness, changed)
+            encoded = encode_awareness(self.awareness, changed)
+            entries = [(e[0], encoded[e[2] : e[4]]) for e in read_awareness_update(encoded)[0]]
+        if not self._awareness_out and not self._batch:
+            if self._schedule_flush is not None:
+                self._schedule_flush(self)
+        self._awareness_out.update(entries)
         # Relayed to every peer, the sender included: a client alone in a room must still
         # hear its own renewals, or y-websocket closes the connection after 30 s of silence.
         # The sender hears them with its own clocks (see _apply_awareness).
         echo = self._awareness_echo
         if echo is not None and echo[0] is origin:
-            self.broadcast(encode(AwarenessUpdate(payload)), exclude=origin)
-            origin.send_nowait(encode(AwarenessUpdate(echo[1])))
+            self._awareness_echoes.setdefault(origin, {}).update(echo[1])
         else:
-            self.broadcast(encode(AwarenessUpdate(payload)))
+            for client, _ in entries:  # a later change of an echoed client reaches all
+                for echoes in self._awareness_echoes.values():
+                    echoes.pop(client, None)
+        if self._schedule_flush is None:
+            self._flush_awareness()
         if (
             self._publish_awareness is not None
-            and changed
             and origin is not BUS_ORIGIN
             and origin != "timeout"  # other nodes expire their copies by the same timeout
         ):
-            self._publish_awareness(self.name, payload)
+            self._publish_awareness(self.name, _awareness_payload(entries))
+
+    def _flush_awareness(self) -> None:
+        out, self._awareness_out = self._awareness_out, {}
+        echoes, self._awareness_echoes = self._awareness_echoes, {}
+        frame = encode(AwarenessUpdate(_awareness_payload(out.items())))
+        for peer in list(self.peers):
+            own = echoes.get(peer)
+            if own:
+                mine = _awareness_payload({**out, **own}.items())
+                peer.send_nowait(encode(AwarenessUpdate(mine)))
+            else:
+                peer.send_nowait(frame)
 
     def _account_awareness(self, added: list[int], updated: list[int], removed: list[int]) -> None:
         """Keep the bytes of every state, to cap the room's total."""

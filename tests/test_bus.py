@@ -151,9 +151,11 @@ async def test_awareness_crosses_nodes_and_leaves_with_its_connection(cluster: C
     room_a.receive(ada, AwarenessUpdate(awareness_of(42, {"user": {"name": "Ada"}})))
     await until(lambda: 42 in room_b.awareness.states)
     assert room_b.awareness.states[42] == {"user": {"name": "Ada"}}
-    assert any(isinstance(m, AwarenessUpdate) for m in bob.messages())
+    # relayed to Bob at the end of the loop turn, with any other change of that turn
+    await until(lambda: any(isinstance(m, AwarenessUpdate) for m in bob.messages()))
+    relayed = len(bob.messages())
     room_a.leave(ada)
-    await until(lambda: 42 not in room_b.awareness.states)
+    await until(lambda: 42 not in room_b.awareness.states and len(bob.messages()) > relayed)
     last = bob.messages()[-1]
     assert isinstance(last, AwarenessUpdate)
     removed: Awareness = Awareness(Doc())

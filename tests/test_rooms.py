@@ -474,6 +474,32 @@ async def test_updates_of_one_turn_are_merged_into_one_frame_and_one_row(
         assert len((await store.load("busy")).updates) == 1  # one merged row
 
 
+async def test_awareness_of_one_turn_reaches_each_peer_as_one_frame_of_the_latest_states(
+    store: SQLiteLog,
+) -> None:
+    # A cursor storm: relayed one frame per move, every peer would get N frames per turn.
+    async with RoomManager(store, Settings()) as manager:
+        room = await manager.open("storm")
+        a, b, watcher = FakePeer(), FakePeer(), FakePeer()
+        for peer in (a, b, watcher):
+            room.join(peer)
+        base = room._clock_base
+        for clock in (1, 2, 3):
+            room.receive(a, AwarenessUpdate(awareness_entries((7, clock, f'{{"at": {clock}}}'))))
+            room.receive(b, AwarenessUpdate(awareness_entries((8, clock, f'{{"at": {-clock}}}'))))
+        room.receive(b, SyncUpdate(text_update("typed")))
+        assert watcher.messages() == []  # nothing sent before the end of the turn
+        await anyio.wait_all_tasks_blocked()
+        update, presence = watcher.messages()
+        assert isinstance(update, SyncUpdate)  # the text first, then cursors that point into it
+        assert awareness_of([presence]) == {7: (3 + base, {"at": 3}), 8: (3 + base, {"at": -3})}
+        # Each sender hears the latest of its own entries with its own clocks.
+        (_, to_a) = a.messages()  # Bob's text first
+        assert awareness_of([to_a]) == {7: (3, {"at": 3}), 8: (3 + base, {"at": -3})}
+        (to_b,) = b.messages()
+        assert awareness_of([to_b]) == {7: (3 + base, {"at": 3}), 8: (3, {"at": -3})}
+
+
 async def test_a_sender_is_not_sent_back_what_it_alone_wrote(store: SQLiteLog) -> None:
     async with RoomManager(store, Settings()) as manager:
         room = await manager.open("two")
