@@ -83,7 +83,7 @@ class Settings:
     )
     max_partial_bytes: int = setting(
         256 * 1024 * 1024,
-        "Bytes of incomplete frames buffered for all connections together (hypercorn).",
+        "Bytes of incomplete frames buffered for all connections together.",
         type=click.IntRange(1024 * 1024),
     )
     #: Real documents stay under 20; yrs crashes past ~32,000 (collab.structs).

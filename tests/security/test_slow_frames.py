@@ -1,5 +1,5 @@
 """Slow and partial input: a frame must arrive whole in time, and the bytes held for
-incomplete frames are capped in total (hypercorn, the default server).
+incomplete frames are capped in total, under both servers.
 
 Before: 150 connections each holding a partial 15 MiB frame, kept alive by one byte every
 5 s, pinned 2.3 GiB indefinitely.
@@ -20,16 +20,21 @@ import pytest
 from tests.conftest import ServerProcess, running_server
 
 
-@pytest.fixture
-def strict(tmp_path: Path) -> Iterator[ServerProcess]:
+@pytest.fixture(params=["hypercorn", "uvicorn"])
+def strict(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     yield from running_server(
         tmp_path,
-        "hypercorn",
+        request.param,
         "--frame-deadline",
         "2",
         "--max-partial-bytes",
         str(3 * 1024 * 1024),
     )
+
+
+@pytest.fixture(params=["hypercorn", "uvicorn"])
+def capped(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    yield from running_server(tmp_path, request.param, "--max-partial-bytes", str(3 * 1024 * 1024))
 
 
 def handshake(server: ServerProcess, name: str = "slow") -> socket.socket:
@@ -95,13 +100,14 @@ def test_a_frame_trickling_in_past_the_deadline_is_closed_with_1009(
 
 
 def test_incomplete_frames_of_all_connections_together_are_capped(
-    strict: ServerProcess,
+    capped: ServerProcess,
 ) -> None:
-    holders = [handshake(strict, f"hold{i}") for i in range(4)]
+    holders = [handshake(capped, f"hold{i}") for i in range(4)]
     try:
         codes = []
         for sock in holders:
-            sock.sendall(frame_header(4 * 1024 * 1024 - 16) + b"\x00" * (1024 * 1024))
+            # just under 1 MiB each, frame headers included
+            sock.sendall(frame_header(4 * 1024 * 1024 - 16) + b"\x00" * (1024 * 1024 - 64))
             time.sleep(0.3)
         codes = [close_code(sock, 0.5) for sock in holders]
         # 3 MiB in total: the first three fit (1 MiB each), the fourth is refused
@@ -109,4 +115,20 @@ def test_incomplete_frames_of_all_connections_together_are_capped(
         assert codes[3] == 1009
     finally:
         for sock in holders:
+            sock.close()
+
+
+def test_a_frame_that_stalls_midway_is_closed_at_its_deadline_under_uvicorn(
+    tmp_path: Path,
+) -> None:
+    # hypercorn looks at the deadline when bytes arrive; a frame that stalls there is
+    # dropped by its read timeout (two ping intervals). uvicorn's protocol sets a timer.
+    for server in running_server(tmp_path, "uvicorn", "--frame-deadline", "2"):
+        sock = handshake(server)
+        try:
+            sock.sendall(frame_header(1024 * 1024) + b"\x00" * 1000)
+            started = time.monotonic()
+            assert close_code(sock, 8) == 1009
+            assert 1.5 < time.monotonic() - started < 6
+        finally:
             sock.close()
