@@ -10,8 +10,11 @@ Example::
     .venv/bin/python bench/run.py                # everything, 3 runs (~1 h on 2 cores)
     .venv/bin/python bench/run.py --quick --targets collab,ywebsocket --scenarios throughput
 
-Scenarios: fanout (1), throughput (2), idle (3), coldload (4), replay (5); the echo-* targets
-only run throughput, which is scenario 6 ("the limit"). Only the standard library is used here.
+Scenarios of round one: fanout (1; in round two also the room-size sweep, 2 to 256
+clients), throughput (2), idle (3), coldload (4), replay (5); the echo-* targets only run
+throughput, which is scenario 6 ("the limit"). Round two adds cursors (the cursor storm),
+many_rooms and large_docs; docs/benchmarks.md explains each. Only the standard library is
+used here.
 """
 
 from __future__ import annotations
@@ -47,13 +50,22 @@ from targets import (  # noqa: E402
     proc_sample,
 )
 
-SCENARIOS = ("fanout", "throughput", "idle", "coldload", "replay")
+SCENARIOS = (
+    "fanout",
+    "throughput",
+    "idle",
+    "coldload",
+    "replay",
+    "cursors",
+    "many_rooms",
+    "large_docs",
+)
 DEFAULT_TRACE = REPO / "bench" / "traces" / "automerge-paper.json.gz"
 
 FULL: dict[str, Any] = {
-    "fanout_clients": [2, 16, 64],
+    "fanout_clients": [2, 8, 32, 64, 128, 256],
     "fanout_interval_ms": 10,
-    "fanout_duration_ms": 10_000,
+    "fanout_duration_ms": 5_000,
     "tp_rooms": 20,
     "tp_clients_per_room": 5,
     "tp_window": 8,
@@ -73,6 +85,17 @@ FULL: dict[str, Any] = {
     "replay_settle_timeout_s": 30,
     "build_settle_timeout_s": 120,
     "idle_settle_ms": 1500,
+    "cursor_clients": 64,
+    "cursor_typists": 4,
+    "cursor_move_hz": 10,
+    "cursor_type_hz": 10,
+    "cursor_duration_ms": 10_000,
+    "many_rooms": 1000,
+    "many_clients_per_room": 2,
+    "many_type_hz": 2,
+    "many_duration_ms": 10_000,
+    "large_doc_bytes": 1024 * 1024,
+    "large_copies": 100,
 }
 QUICK: dict[str, Any] = {
     **FULL,
@@ -92,6 +115,13 @@ QUICK: dict[str, Any] = {
     "replay_settle_timeout_s": 10,
     "build_settle_timeout_s": 20,
     "idle_settle_ms": 300,
+    "cursor_clients": 6,
+    "cursor_typists": 2,
+    "cursor_duration_ms": 1000,
+    "many_rooms": 10,
+    "many_duration_ms": 1000,
+    "large_doc_bytes": 64 * 1024,
+    "large_copies": 3,
 }
 
 
@@ -119,6 +149,7 @@ class Bench:
         cfg = {
             "url": server.url,
             "protocol": server.target.protocol,
+            "token": server.target.token,
             "server_pid": server.pid,
             "clk_tck": os.sysconf("SC_CLK_TCK"),
             "hard_timeout_ms": int(timeout_s * 1000),
@@ -209,6 +240,45 @@ class Bench:
                         "settle_ms": s["idle_settle_ms"],
                     },
                     timeout_s=180,
+                )
+            elif scenario == "cursors":
+                r = self.drive(
+                    server,
+                    {
+                        **common,
+                        "scenario": "cursors",
+                        "clients": s["cursor_clients"],
+                        "typists": s["cursor_typists"],
+                        "move_hz": s["cursor_move_hz"],
+                        "type_hz": s["cursor_type_hz"],
+                        "duration_ms": s["cursor_duration_ms"],
+                    },
+                    timeout_s=s["cursor_duration_ms"] / 1000 + 120,
+                )
+            elif scenario == "many_rooms":
+                r = self.drive(
+                    server,
+                    {
+                        **common,
+                        "scenario": "many_rooms",
+                        "rooms": s["many_rooms"],
+                        "clients_per_room": s["many_clients_per_room"],
+                        "type_hz": s["many_type_hz"],
+                        "duration_ms": s["many_duration_ms"],
+                    },
+                    timeout_s=s["many_duration_ms"] / 1000 + 180,
+                )
+            elif scenario == "large_docs":
+                r = self.drive(
+                    server,
+                    {
+                        **common,
+                        "scenario": "large_docs",
+                        "trace": self.trace,
+                        "doc_bytes": s["large_doc_bytes"],
+                        "copies": s["large_copies"],
+                    },
+                    timeout_s=600,
                 )
             elif scenario == "replay":
                 ops = s["replay_ops"] or self.trace_ops
@@ -475,10 +545,30 @@ def summarize(
         if commit:
             s["commit_p99_ms"] = statistics.median(commit)
         for n in sizes["fanout_clients"]:
-            lat = _get(r, f"fanout-{n}", "median", "latency_ms") or {}
+            fan = _get(r, f"fanout-{n}", "median") or {}
+            lat = fan.get("latency_ms") or {}
             s[f"fanout_{n}_p50_ms"] = lat.get("p50")
             s[f"fanout_{n}_p99_ms"] = lat.get("p99")
             s[f"fanout_{n}_max_ms"] = lat.get("max")
+            s[f"fanout_{n}_deliveries_per_cpu_s"] = fan.get("deliveries_per_server_cpu_s")
+        cur = _get(r, "cursors", "median") or {}
+        s["cursor_awareness_per_cpu_s"] = cur.get("awareness_deliveries_per_server_cpu_s")
+        s["cursor_awareness_p99_ms"] = _get(cur, "awareness_latency_ms", "p99")
+        s["cursor_text_p99_ms"] = _get(cur, "text_latency_ms", "p99")
+        s["cursor_frames_per_client_s"] = cur.get("frames_in_per_client_per_s")
+        s["cursor_server_cpu_pct"] = cur.get("server_cpu_pct")
+        many = _get(r, "many_rooms", "median") or {}
+        s["many_server_cpu_pct"] = many.get("server_cpu_pct")
+        s["many_p99_ms"] = _get(many, "latency_ms", "p99")
+        s["many_rss_mib"] = (
+            round(many["server_rss_kib"] / 1024, 1) if many.get("server_rss_kib") else None
+        )
+        large = _get(r, "large_docs", "median") or {}
+        s["large_paper_rss_mib"] = _mib(large.get("rss_paper_kib"))
+        s["large_paper_load_ms"] = large.get("paper_load_ms")
+        s["large_copies_rss_mib"] = _mib(large.get("rss_copies_kib"))
+        s["large_copy_load_p50_ms"] = _get(large, "copy_load_ms", "p50")
+        s["large_copy_load_p99_ms"] = _get(large, "copy_load_ms", "p99")
         for doc in cold.get("docs", []):
             if "na" in doc:
                 s[f"cold_{'10k' if doc['room'] == 'cold-10k' else 'paper'}_na"] = doc["na"]
@@ -501,6 +591,10 @@ def summarize(
     return out
 
 
+def _mib(kib: Any) -> float | None:
+    return round(kib / 1024, 1) if isinstance(kib, int | float) else None
+
+
 def ratios(summary: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     """The comparisons the issue's targets are stated in (None where a side is missing)."""
 
@@ -520,6 +614,24 @@ def ratios(summary: dict[str, dict[str, Any]]) -> dict[str, float | None]:
             "collab", "pycrdt-websocket-sqlite", "deliveries_per_cpu_s"
         ),
         "collab_vs_ywebsocket_fanout_64_p99": ratio("collab", "ywebsocket", "fanout_64_p99_ms"),
+        "collab_vs_hocuspocus_sqlite_cursor_awareness_per_cpu_s": ratio(
+            "collab", "hocuspocus-sqlite", "cursor_awareness_per_cpu_s"
+        ),
+        "collab_vs_hocuspocus_sqlite_many_rooms_cpu": ratio(
+            "collab", "hocuspocus-sqlite", "many_server_cpu_pct"
+        ),
+        "collab_vs_hocuspocus_sqlite_many_rooms_rss": ratio(
+            "collab", "hocuspocus-sqlite", "many_rss_mib"
+        ),
+        "collab_secure_vs_collab_deliveries_per_cpu_s": ratio(
+            "collab-secure", "collab", "deliveries_per_cpu_s"
+        ),
+        "collab_vs_baseline_uvicorn_deliveries_per_cpu_s": ratio(
+            "collab", "collab-baseline-uvicorn", "deliveries_per_cpu_s"
+        ),
+        "collab_hypercorn_vs_baseline_deliveries_per_cpu_s": ratio(
+            "collab-hypercorn", "collab-baseline", "deliveries_per_cpu_s"
+        ),
         "collab_vs_echo_hypercorn_deliveries_per_cpu_s": ratio(
             "collab", "echo-hypercorn", "deliveries_per_cpu_s"
         ),
@@ -546,7 +658,8 @@ def _fmt(v: Any, digits: int = 1) -> str:
 
 def table(summary: dict[str, dict[str, Any]], sizes: dict[str, Any]) -> str:
     """The headline table as Markdown (readable as plain text too)."""
-    big = max(sizes["fanout_clients"])
+    # round one's figure: 64 clients (the sweep's other sizes are in scale_table)
+    big = 64 if 64 in sizes["fanout_clients"] else max(sizes["fanout_clients"])
     cols = [
         ("target", None),
         ("deliveries / server CPU-s", lambda s: _fmt(s["deliveries_per_cpu_s"])),
@@ -585,6 +698,55 @@ def table(summary: dict[str, dict[str, Any]], sizes: dict[str, Any]) -> str:
             ),
         ),
         ("missed / runs with errors", lambda s: f"{s['missed']} / {s['errors']}"),
+    ]
+    lines = ["| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
+    for name, s in summary.items():
+        label = TARGETS[name].label if name in TARGETS else name
+        lines.append("| " + " | ".join([label] + [f(s) for _, f in cols[1:]]) + " |")
+    return "\n".join(lines)
+
+
+def scale_table(summary: dict[str, dict[str, Any]], sizes: dict[str, Any]) -> str:
+    """Round two's scenarios: the room-size sweep, the cursor storm, many rooms, large docs."""
+    cols: list[tuple[str, Any]] = [("target", None)]
+    for n in sizes["fanout_clients"]:
+        cols.append(
+            (
+                f"{n} clients: p99 ms / deliveries per CPU-s",
+                lambda s, n=n: (
+                    f"{_fmt(s[f'fanout_{n}_p99_ms'], 2)} / "
+                    f"{_fmt(s[f'fanout_{n}_deliveries_per_cpu_s'])}"
+                ),
+            )
+        )
+    cols += [
+        ("cursors: awareness / CPU-s", lambda s: _fmt(s["cursor_awareness_per_cpu_s"])),
+        (
+            "cursors: p99 awareness / text (ms)",
+            lambda s: (
+                f"{_fmt(s['cursor_awareness_p99_ms'], 1)} / {_fmt(s['cursor_text_p99_ms'], 1)}"
+            ),
+        ),
+        ("cursors: frames / client-s", lambda s: _fmt(s["cursor_frames_per_client_s"])),
+        (
+            "many rooms: CPU % / p99 ms / RSS MiB",
+            lambda s: " / ".join(
+                (
+                    _fmt(s["many_server_cpu_pct"], 0),
+                    _fmt(s["many_p99_ms"], 1),
+                    _fmt(s["many_rss_mib"], 0),
+                )
+            ),
+        ),
+        (
+            "paper doc: RSS MiB / load ms",
+            lambda s: f"{_fmt(s['large_paper_rss_mib'])} / {_fmt(s['large_paper_load_ms'])}",
+        ),
+        (
+            f"{sizes['large_copies']} × {sizes['large_doc_bytes'] // 1024} KiB docs:"
+            " RSS MiB / load p50 ms",
+            lambda s: f"{_fmt(s['large_copies_rss_mib'])} / {_fmt(s['large_copy_load_p50_ms'])}",
+        ),
     ]
     lines = ["| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
     for name, s in summary.items():
@@ -689,7 +851,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--targets",
-        default=",".join(t for t in TARGETS if t != "collab-baseline"),
+        default=",".join(t for t in TARGETS if not t.startswith("collab-baseline")),
         help=f"comma-separated, from: {', '.join(TARGETS)} (default: all)",
     )
     p.add_argument(
@@ -836,6 +998,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.keep_data:
         shutil.rmtree(bench.work, ignore_errors=True)
     print(table(summary, sizes))
+    print("\n" + scale_table(summary, sizes))
     known = {k: v for k, v in doc["ratios"].items() if v is not None}
     if known:
         print("\n" + "\n".join(f"{k}: {v}" for k, v in known.items()))

@@ -6,6 +6,9 @@ Every server is started as its own process group on 127.0.0.1 and a free port, a
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -50,7 +53,10 @@ class Target:
     #: a job in the background makes it ignore SIGINT.
     stop_signal: int = signal.SIGTERM
     #: Scenarios this target takes part in.
-    scenarios: frozenset[str] = frozenset({"fanout", "throughput", "idle", "replay", "coldload"})
+    scenarios: frozenset[str] = frozenset(
+        {"fanout", "throughput", "idle", "replay", "coldload"}
+        | {"cursors", "many_rooms", "large_docs"}
+    )
     #: What must be installed first (checked by `missing`).
     needs: tuple[Path, ...] = ()
     #: HTTP path answering 200 once ready (None: an open TCP port is enough).
@@ -59,6 +65,8 @@ class Target:
     stats_path: str | None = None
     #: Runs offline compaction on a stopped server's data dir (None: not supported).
     compact: Callable[[Path], list[str]] | None = None
+    #: Access token every client presents (y-websocket's ?token=), if the target wants one.
+    token: str | None = None
     notes: str = ""
 
     def missing(self) -> list[str]:
@@ -66,26 +74,30 @@ class Target:
 
 
 def _collab(
-    db: str | None, server: str = "hypercorn", lift_limits: bool = True
+    db: str | None, server: str = "uvicorn", lift_limits: bool = True, secure: bool = False
 ) -> Callable[[int, Path], list[str]]:
     def command(port: int, data: Path) -> list[str]:
         path = db if db is not None else str(data / "collab.db")
-        return [
-            main_python(),
-            "-m",
-            "collab",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--db",
-            path,
-            "--server",
-            server,
-            "--log-level",
-            "warning",
-        ] + (LIFTED_LIMITS if lift_limits else [])
+        return (
+            [
+                main_python(),
+                "-m",
+                "collab",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--db",
+                path,
+                "--server",
+                server,
+                "--log-level",
+                "warning",
+            ]
+            + (LIFTED_LIMITS if lift_limits else [])
+            + (SECURE if secure else [])
+        )
 
     return command
 
@@ -102,6 +114,28 @@ LIFTED_LIMITS = [
     "--burst-bytes",
     "1000000000",
 ]
+
+
+#: Round two's "security on the hot path" target: every connection must present a token
+#: (HS256, checked at the handshake), no anonymous access, and the rate limits at their
+#: defaults (1,000 messages/s per connection, 4 MiB/s), which no scenario's client exceeds.
+BENCH_SECRET = "bench-secret-bench-secret-bench-secret!"
+SECURE = ["--jwt-secret", BENCH_SECRET, "--anonymous", "none"]
+
+
+def _jwt(claims: dict[str, object], secret: str) -> str:
+    """An HS256 JWT, by hand (only the standard library here)."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    sig = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(sig)}"
+
+
+BENCH_TOKEN = _jwt({"sub": "bench", "docs": {"*": "write"}}, BENCH_SECRET)
 
 
 def _collab_compact(data: Path) -> list[str]:
@@ -131,14 +165,17 @@ BASELINE = Path(os.environ.get("BENCH_BASELINE", "/nonexistent-baseline"))
 
 YWS_SERVER = "node_modules/@y/websocket-server/src/server.js"
 ECHO_ONLY = frozenset({"throughput"})
-NO_COLDLOAD = frozenset({"fanout", "throughput", "idle", "replay"})
+ROUND_ONE = frozenset({"fanout", "throughput", "idle", "replay", "coldload"})
+ROUND_TWO = frozenset({"cursors", "many_rooms", "large_docs"})
+ALL = ROUND_ONE | ROUND_TWO
+NO_COLDLOAD = ALL - {"coldload"}
 
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in [
         Target(
             name="collab",
-            label="collab + SQLite",
+            label="collab + SQLite (uvicorn)",
             protocol="yws",
             persistent=True,
             command=_collab(None),
@@ -146,20 +183,61 @@ TARGETS: dict[str, Target] = {
             ready_path="/readyz",
             stats_path="/api/stats",
             compact=_collab_compact,
+            notes="`collab serve --server uvicorn` (uvicorn, websockets, uvloop, httptools)",
+        ),
+        Target(
+            name="collab-hypercorn",
+            label="collab + SQLite (hypercorn)",
+            protocol="yws",
+            persistent=True,
+            command=_collab(None, "hypercorn"),
+            cwd=REPO,
+            ready_path="/readyz",
+            stats_path="/api/stats",
+            compact=_collab_compact,
+            notes="`collab serve --server hypercorn` (hypercorn, wsproto, h11)",
+        ),
+        Target(
+            name="collab-secure",
+            label="collab + SQLite (uvicorn), tokens + default limits",
+            protocol="yws",
+            persistent=True,
+            command=_collab(None, lift_limits=False, secure=True),
+            cwd=REPO,
+            ready_path="/readyz",
+            stats_path=None,  # /api/stats wants the metrics token once tokens are on
+            scenarios=frozenset({"fanout", "throughput", "cursors"}),
+            token=BENCH_TOKEN,
+            notes="every connection presents an HS256 token; rate limits at their defaults",
         ),
         Target(
             name="collab-baseline",
-            label="collab + SQLite, baseline commit",
+            label="collab + SQLite (hypercorn), baseline commit",
             protocol="yws",
             persistent=True,
-            command=_collab(None, lift_limits=False),
+            command=_collab(None, "hypercorn", lift_limits=False),
             # run from the baseline checkout: `python -m collab` finds its package first
             cwd=BASELINE,
             env=lambda port, data: {"PYTHONPATH": str(BASELINE)},
             ready_path="/readyz",
             stats_path="/api/stats",
+            scenarios=ROUND_ONE,
             needs=(BASELINE / "collab" / "__init__.py",),
             notes="the checkout named by $BENCH_BASELINE, for before/after comparisons",
+        ),
+        Target(
+            name="collab-baseline-uvicorn",
+            label="collab + SQLite (uvicorn), baseline commit",
+            protocol="yws",
+            persistent=True,
+            command=_collab(None, "uvicorn", lift_limits=False),
+            cwd=BASELINE,
+            env=lambda port, data: {"PYTHONPATH": str(BASELINE)},
+            ready_path="/readyz",
+            stats_path="/api/stats",
+            scenarios=ROUND_ONE,
+            needs=(BASELINE / "collab" / "__init__.py",),
+            notes="the checkout named by $BENCH_BASELINE under uvicorn",
         ),
         Target(
             name="collab-memory",
@@ -171,18 +249,6 @@ TARGETS: dict[str, Target] = {
             scenarios=NO_COLDLOAD,
             ready_path="/readyz",
             stats_path="/api/stats",
-        ),
-        Target(
-            name="collab-uvicorn",
-            label="collab + SQLite, uvicorn",
-            protocol="yws",
-            persistent=True,
-            command=_collab(None, "uvicorn"),
-            cwd=REPO,
-            ready_path="/readyz",
-            stats_path="/api/stats",
-            compact=_collab_compact,
-            notes="`collab serve --server uvicorn` (uvicorn, websockets, uvloop, httptools)",
         ),
         Target(
             name="hocuspocus-sqlite",

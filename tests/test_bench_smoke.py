@@ -75,8 +75,8 @@ def test_fanout_delivers_every_insert(tmp_path: Path, driver_installed: None) ->
 def test_throughput_runs_against_collab_under_both_servers_and_the_echo_app(
     tmp_path: Path, driver_installed: None
 ) -> None:
-    result = run_bench(tmp_path, "collab,collab-uvicorn,echo-hypercorn", "throughput")
-    for target in ("collab", "collab-uvicorn", "echo-hypercorn"):
+    result = run_bench(tmp_path, "collab,collab-hypercorn,echo-hypercorn", "throughput")
+    for target in ("collab", "collab-hypercorn", "echo-hypercorn"):
         run = only_run(result, target, "throughput")
         assert run["missed"] == 0
         assert run["deliveries"] > 0
@@ -112,3 +112,44 @@ def test_trace_replay_ends_at_the_trace_text(tmp_path: Path, driver_installed: N
     assert run["complete"] is True
     assert run["ops_done"] == run["ops"]
     assert run["stored_bytes"] > 0
+
+
+def test_the_cursor_storm_delivers_every_move_and_every_insert(
+    tmp_path: Path, driver_installed: None
+) -> None:
+    result = run_bench(tmp_path, "collab", "cursors")
+    run = only_run(result, "collab", "cursors")
+    sizes = result["meta"]["sizes"]
+    assert run["clients"] == sizes["cursor_clients"]
+    assert run["moves"] > 0
+    # every move reached every peer, itself or superseded by a later one
+    assert run["awareness_deliveries"] == run["moves"] * (run["clients"] - 1)
+    assert run["missed"] == 0 and run["text_deliveries"] > 0
+    assert result["summary"]["collab"]["cursor_awareness_per_cpu_s"] is not None
+
+
+def test_many_rooms_deliver_every_insert(tmp_path: Path, driver_installed: None) -> None:
+    result = run_bench(tmp_path, "collab", "many_rooms")
+    run = only_run(result, "collab", "many_rooms")
+    assert run["rooms"] == result["meta"]["sizes"]["many_rooms"]
+    assert run["missed"] == 0
+    assert run["deliveries"] == run["expected_deliveries"] > 0
+    assert result["summary"]["collab"]["many_rss_mib"] > 0
+
+
+def test_large_documents_load_whole(tmp_path: Path, driver_installed: None) -> None:
+    result = run_bench(tmp_path, "collab", "large_docs")
+    run = only_run(result, "collab", "large_docs")
+    sizes = result["meta"]["sizes"]
+    assert run["copies"] == sizes["large_copies"]
+    assert run["doc_bytes"] >= sizes["large_doc_bytes"]
+    assert run["paper_load_ms"] is not None  # the driver checks the text it loaded
+    assert run["copy_load_ms"]["n"] == sizes["large_copies"]
+
+
+def test_the_secure_target_serves_clients_with_tokens(
+    tmp_path: Path, driver_installed: None
+) -> None:
+    result = run_bench(tmp_path, "collab-secure", "throughput")
+    run = only_run(result, "collab-secure", "throughput")
+    assert run["missed"] == 0 and run["deliveries"] > 0

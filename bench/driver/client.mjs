@@ -43,9 +43,11 @@ export class Client {
    * @param {string} o.room
    * @param {(msg: string) => void} o.onError
    * @param {boolean} [o.awareness] send an awareness state on connect and renew it
+   * @param {string | null} [o.token] access token, sent as y-websocket's ?token= parameter
    */
-  constructor ({ url, protocol, room, onError, awareness = true }) {
+  constructor ({ url, protocol, room, onError, awareness = true, token = null }) {
     this.url = url
+    this.token = token
     this.protocol = protocol
     this.room = room
     this.onError = onError
@@ -61,6 +63,8 @@ export class Client {
     this.bytesOut = 0
     /** Called after each remote sync/update frame was applied. */
     this.onRemote = null
+    /** Called with the payload of each awareness frame (null: not decoded at all). */
+    this.onAwareness = null
     this.awarenessClock = 0
     this.awarenessTimer = null
     this._prefix = null
@@ -111,10 +115,13 @@ export class Client {
     this._send(encoding.toUint8Array(e))
   }
 
-  /** An awareness update for this client alone (y-protocols awareness.js layout). */
-  sendAwareness () {
+  /**
+   * An awareness update for this client alone (y-protocols awareness.js layout).
+   * @param {object} [extra] more fields of the state (a cursor)
+   */
+  sendAwareness (extra = {}) {
     this.awarenessClock++
-    const state = JSON.stringify({ user: { name: `bench-${this.doc.clientID}`, color: '#30bced' } })
+    const state = JSON.stringify({ ...extra, user: { name: `bench-${this.doc.clientID}`, color: '#30bced' } })
     const inner = encoding.createEncoder()
     encoding.writeVarUint(inner, 1)
     encoding.writeVarUint(inner, this.doc.clientID)
@@ -140,7 +147,8 @@ export class Client {
       }
       const timer = setTimeout(() => finish(new Error(`${this.room}: not synced after ${timeoutMs} ms`)), timeoutMs)
       this._onSynced = () => finish(null)
-      const path = this.protocol === 'hocuspocus' ? '/' : '/' + encodeURIComponent(this.room)
+      let path = this.protocol === 'hocuspocus' ? '/' : '/' + encodeURIComponent(this.room)
+      if (this.token !== null) path += '?token=' + encodeURIComponent(this.token)
       // A constant frame mask: RFC 6455 masking guards proxies against cache poisoning, which
       // does not apply on loopback; ws's default draws 4 random bytes per frame, a measurable
       // share of the driver's CPU at thousands of frames per second.
@@ -216,8 +224,11 @@ export class Client {
         break
       }
       case MSG_AWARENESS:
+        // decoded only where a scenario asks (the cursor storm): it costs driver CPU
+        if (this.onAwareness !== null) this.onAwareness(decoding.readVarUint8Array(d))
+        break
       case MSG_QUERY_AWARENESS:
-        break // not needed by any scenario; decoding it would only cost driver CPU
+        break
       case MSG_AUTH: {
         if (this.protocol !== 'hocuspocus') throw new Error('auth frame from a y-websocket server')
         const authType = decoding.readVarUint(d)

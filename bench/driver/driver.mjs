@@ -10,6 +10,7 @@
 // against the last receiver). Every client applies every update to its own Y.Doc, and final
 // texts are compared, so a lost or corrupted update is an error, not a silent speedup.
 import * as Y from 'yjs'
+import * as decoding from 'lib0/decoding'
 import { Client, connectAll, clockOf } from './client.mjs'
 import { sample, driverCpuS, dirBytes, dirState } from './proc.mjs'
 import { loadTrace, expectedText } from './trace.mjs'
@@ -33,7 +34,7 @@ const srv = () => sample(cfg.server_pid, clkTck)
 const live = []
 
 function newClient (room, opts = {}) {
-  const c = new Client({ url: cfg.url, protocol: cfg.protocol, room, onError, ...opts })
+  const c = new Client({ url: cfg.url, protocol: cfg.protocol, room, onError, token: cfg.token ?? null, ...opts })
   live.push(c)
   return c
 }
@@ -159,7 +160,334 @@ async function fanout () {
     missed: expected - lat.length,
     connect_s: round(connectS, 3),
     latency_ms: percentiles(lat),
-    ...cpuWindow(s0, s1, d0, d1)
+    ...withRate(lat.length, cpuWindow(s0, s1, d0, d1))
+  }
+}
+
+/** A CPU window with deliveries per server CPU-second added. */
+function withRate (deliveries, win) {
+  return { ...win, deliveries_per_server_cpu_s: win.server_cpu_s > 0 ? Math.round(deliveries / win.server_cpu_s) : null }
+}
+
+/**
+ * Text deliveries among the members of a room where any member may write: `note(w, s)`
+ * before writer w inserts s; each member's onRemote counts what it now holds of every
+ * other writer, with the latency from each insert to the frame's arrival.
+ */
+function trackText (members, lat) {
+  const counts = { delivered: 0, expected: 0 }
+  for (const w of members) {
+    w.sends = []
+    w.ptr = new Map() // receiver -> inserts of w it holds
+  }
+  const note = (w, s) => {
+    w.sends.push([clockOf(w.doc, w.doc.clientID) + s.length, now()])
+    counts.expected += members.length - 1
+  }
+  for (const r of members) {
+    r.onRemote = () => {
+      for (const w of members) {
+        if (w === r || w.sends.length === 0) continue
+        const clock = clockOf(r.doc, w.doc.clientID)
+        let p = w.ptr.get(r) ?? 0
+        while (p < w.sends.length && w.sends[p][0] <= clock) {
+          lat.push(r.arrival - w.sends[p][1])
+          p++
+          counts.delivered++
+        }
+        w.ptr.set(r, p)
+      }
+    }
+  }
+  return { counts, note }
+}
+
+/** Call fn(k) for k = 0, 1, ... every periodMs from a random phase, until stop() is true. */
+function every (periodMs, fn, stop) {
+  let k = 0
+  const t0 = now() + Math.random() * periodMs
+  const tick = () => {
+    if (stop()) return
+    fn(k++)
+    setTimeout(tick, Math.max(0, t0 + k * periodMs - now()))
+  }
+  setTimeout(tick, t0 - now())
+}
+
+// Scenario 9 (round two): many rooms, each of two clients typing a few times a second.
+async function manyRooms () {
+  const nRooms = cfg.rooms ?? 1000
+  const perRoom = cfg.clients_per_room ?? 2
+  const hz = cfg.type_hz ?? 2
+  const durationMs = cfg.duration_ms ?? 10000
+  const rooms = []
+  for (let r = 0; r < nRooms; r++) {
+    rooms.push(Array.from({ length: perRoom }, () => newClient(`${cfg.room_prefix ?? ''}many-${r}`)))
+  }
+  const all = rooms.flat()
+  all.forEach(deferReceive)
+  const tc0 = now()
+  await connectAll(all, { concurrency: cfg.concurrency ?? 100, timeoutMs: cfg.connect_timeout_ms ?? 60000 })
+  const connectS = (now() - tc0) / 1000
+  await sleep(cfg.settle_ms ?? 1000)
+  const lat = []
+  const trackers = rooms.map((members) => trackText(members, lat))
+  let stopped = false
+  const s0 = srv()
+  const d0 = driverCpuS()
+  rooms.forEach((members, i) => {
+    for (const w of members) {
+      every(1000 / hz, (k) => {
+        const s = `${k}.`
+        trackers[i].note(w, s)
+        w.text.insert(w.text.length, s)
+      }, () => stopped)
+    }
+  })
+  await sleep(durationMs)
+  stopped = true
+  const s1 = srv()
+  const d1 = driverCpuS()
+  const expected = trackers.reduce((a, t) => a + t.counts.expected, 0)
+  const delivered = () => trackers.reduce((a, t) => a + t.counts.delivered, 0)
+  if (!await waitFor(() => delivered() >= expected, cfg.drain_ms ?? 15000)) {
+    onError(`many rooms: ${expected - delivered()} deliveries still missing after the drain`)
+  }
+  for (const members of rooms) checkSameText(members, 'many rooms')
+  return {
+    rooms: nRooms,
+    clients_per_room: perRoom,
+    type_hz: hz,
+    deliveries: delivered(),
+    expected_deliveries: expected,
+    missed: expected - delivered(),
+    connect_s: round(connectS, 3),
+    latency_ms: percentiles(lat),
+    ...withRate(delivered(), cpuWindow(s0, s1, d0, d1))
+  }
+}
+
+// The sequence number a bench client puts first in its awareness state: {"s": 12, ...}.
+// Read without a JSON parse (a server may re-encode the JSON, so spaces may differ).
+const SEQ = /^\{"s": ?(\d+)/
+
+/** Each awareness entry of a frame: (client id, state JSON or "null"). */
+function readAwarenessEntries (payload, fn) {
+  const d = decoding.createDecoder(payload)
+  const n = decoding.readVarUint(d)
+  for (let i = 0; i < n; i++) {
+    const client = decoding.readVarUint(d)
+    decoding.readVarUint(d) // clock
+    fn(client, decoding.readVarString(d))
+  }
+}
+
+// Scenario 8 (round two): a cursor storm. One room; every client moves its cursor
+// (an awareness update) move_hz times a second while `typists` of them type. A move counts
+// as delivered to a peer once the peer holds that move or a later one (a coalescing server
+// sends only the latest), with its latency from the move to that frame's arrival.
+async function cursors () {
+  const n = cfg.clients ?? 64
+  const typists = Math.min(cfg.typists ?? 4, n)
+  const moveHz = cfg.move_hz ?? 10
+  const typeHz = cfg.type_hz ?? 10
+  const durationMs = cfg.duration_ms ?? 10000
+  const room = `${cfg.room_prefix ?? ''}cursors-${n}`
+  const clients = Array.from({ length: n }, () => newClient(room))
+  clients.forEach(deferReceive)
+  const tc0 = now()
+  await connectAll(clients, { concurrency: 16, timeoutMs: cfg.connect_timeout_ms ?? 30000 })
+  const connectS = (now() - tc0) / 1000
+  await sleep(cfg.settle_ms ?? 500)
+
+  const byId = new Map(clients.map((c) => [c.doc.clientID, c]))
+  const moves = new Map(clients.map((c) => [c.doc.clientID, []])) // sender -> send times
+  const seen = new Map(clients.map((c) => [c, new Map()])) // receiver -> sender -> moves held
+  const awLat = []
+  let awDelivered = 0
+  let measuring = false
+  for (const r of clients) {
+    const held = seen.get(r)
+    r.onAwareness = (payload) => {
+      if (!measuring) return
+      const t = r.arrival
+      readAwarenessEntries(payload, (client, state) => {
+        if (client === r.doc.clientID || !byId.has(client)) return
+        const m = SEQ.exec(state)
+        if (m === null) return
+        const seq = Number(m[1])
+        const sent = moves.get(client)
+        let k = held.get(client) ?? 0
+        for (; k <= seq && k < sent.length; k++) {
+          awLat.push(t - sent[k])
+          awDelivered++
+        }
+        if (k > (held.get(client) ?? 0)) held.set(client, k)
+      })
+    }
+  }
+  const textLat = []
+  const text = trackText(clients, textLat)
+  let stopped = false
+  const s0 = srv()
+  const d0 = driverCpuS()
+  const f0 = clients.reduce((a, c) => a + c.framesIn, 0)
+  measuring = true
+  for (const c of clients) {
+    const sent = moves.get(c.doc.clientID)
+    every(1000 / moveHz, (k) => {
+      sent.push(now())
+      c.sendAwareness({ s: k, cursor: { anchor: k, head: k } })
+    }, () => stopped)
+  }
+  for (const w of clients.slice(0, typists)) {
+    every(1000 / typeHz, (k) => {
+      const s = `${k};`
+      text.note(w, s)
+      w.text.insert(w.text.length, s)
+    }, () => stopped)
+  }
+  await sleep(durationMs)
+  stopped = true
+  const s1 = srv()
+  const d1 = driverCpuS()
+  const framesIn = clients.reduce((a, c) => a + c.framesIn, 0) - f0
+  const totalMoves = [...moves.values()].reduce((a, m) => a + m.length, 0)
+  const expectedAw = totalMoves * (n - 1)
+  await waitFor(() => awDelivered >= expectedAw && text.counts.delivered >= text.counts.expected, cfg.drain_ms ?? 10000)
+  measuring = false
+  if (text.counts.delivered < text.counts.expected) {
+    onError(`cursors: ${text.counts.expected - text.counts.delivered} text deliveries missing after the drain`)
+  }
+  // The last moves may be superseded by nothing: a peer that holds a client's last move
+  // holds all of them, so a shortfall here is a move that never arrived.
+  if (awDelivered < expectedAw) onError(`cursors: ${expectedAw - awDelivered} cursor moves never reached a peer`)
+  checkSameText(clients, 'cursors')
+  const win = cpuWindow(s0, s1, d0, d1)
+  return {
+    clients: n,
+    typists,
+    move_hz: moveHz,
+    type_hz: typeHz,
+    moves: totalMoves,
+    awareness_deliveries: awDelivered,
+    expected_awareness_deliveries: expectedAw,
+    awareness_deliveries_per_server_cpu_s: win.server_cpu_s > 0 ? Math.round(awDelivered / win.server_cpu_s) : null,
+    awareness_latency_ms: percentiles(awLat),
+    text_deliveries: text.counts.delivered,
+    missed: text.counts.expected - text.counts.delivered,
+    text_latency_ms: percentiles(textLat),
+    frames_in_per_client_per_s: round(framesIn / n / win.wall_s, 1),
+    connect_s: round(connectS, 3),
+    ...win
+  }
+}
+
+/** A pseudo-random generator (mulberry32), so every target gets the same documents. */
+function prng (seed) {
+  return () => {
+    seed |= 0
+    seed = (seed + 0x6d2b79f5) | 0
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** A document of about `bytes` encoded bytes: inserts at random places, a tenth deleted. */
+function megabyteDoc (bytes, trace) {
+  const doc = new Y.Doc()
+  const text = doc.getText('content')
+  const rand = prng(42)
+  const words = expectedText(trace, Math.min(trace.ops.length, 20000))
+  let size = 0
+  while (size < bytes) {
+    doc.transact(() => {
+      for (let i = 0; i < 500; i++) {
+        const at = Math.floor(rand() * words.length - 40)
+        text.insert(Math.floor(rand() * (text.length + 1)), words.slice(Math.max(0, at), Math.max(0, at) + 40))
+        if (rand() < 0.1 && text.length > 20) text.delete(Math.floor(rand() * (text.length - 10)), 5)
+      }
+    })
+    size = Y.encodeStateAsUpdate(doc).length
+  }
+  return doc
+}
+
+/**
+ * Put `update` in `room` through the server (a client sends it without applying it, so the
+ * driver holds no copy) and stays connected, so that the server keeps the document loaded;
+ * then time a fresh client until it holds the whole text, twice: the first load may still
+ * wait for the upload to be integrated, the second is the load alone.
+ */
+async function upload (room, update, want) {
+  const holder = newClient(room, { awareness: false })
+  await holder.connect(cfg.connect_timeout_ms ?? 60000)
+  holder._sendUpdate(update)
+  const loads = []
+  for (let i = 0; i < 2; i++) {
+    const c = newClient(room, { awareness: false })
+    const t0 = now()
+    let full = null
+    c.onRemote = () => { if (full === null && c.text.length === want) full = now() }
+    await c.connect(cfg.connect_timeout_ms ?? 60000)
+    if (full === null && c.text.length === want) full = now()
+    if (!await waitFor(() => full !== null, cfg.load_timeout_ms ?? 120000, 1)) {
+      onError(`large docs ${room}: loaded ${c.text.length} chars, want ${want}`)
+    }
+    loads.push(full === null ? null : round(full - t0, 3))
+    c.close()
+    await c.closed()
+    c.destroy()
+    live.splice(live.indexOf(c), 1)
+  }
+  return { upload_and_load_ms: loads[0], load_ms: loads[1] }
+}
+
+// Scenario 10 (round two): large documents. The whole automerge-paper document, then
+// `copies` rooms each holding a document of `doc_bytes`: the server's RSS after each, and
+// how long a fresh client takes to load one.
+async function largeDocs () {
+  const trace = loadTrace(cfg.trace)
+  const paper = new Y.Doc()
+  const paperText = paper.getText('content')
+  for (const [pos, del, ins] of trace.ops) {
+    paper.transact(() => {
+      if (del > 0) paperText.delete(pos, del)
+      if (ins.length > 0) paperText.insert(pos, ins)
+    })
+  }
+  const paperUpdate = Y.encodeStateAsUpdate(paper)
+  const big = megabyteDoc(cfg.doc_bytes ?? 1024 * 1024, trace)
+  const bigUpdate = Y.encodeStateAsUpdate(big)
+  const bigChars = big.getText('content').length
+  const r0 = srv()
+  const paperLoad = await upload(`${cfg.room_prefix ?? ''}large-paper`, paperUpdate, paperText.length)
+  await sleep(cfg.settle_ms ?? 1000)
+  const r1 = srv()
+  const loads = []
+  const copies = cfg.copies ?? 100
+  for (let i = 0; i < copies; i++) {
+    loads.push(await upload(`${cfg.room_prefix ?? ''}large-mb-${i}`, bigUpdate, bigChars))
+  }
+  await sleep(cfg.settle_ms ?? 1000)
+  const r2 = srv()
+  const ms = (k) => percentiles(loads.map((l) => l[k]).filter((x) => x !== null))
+  return {
+    paper_update_bytes: paperUpdate.length,
+    paper_chars: paperText.length,
+    paper_load_ms: paperLoad.load_ms,
+    paper_upload_and_load_ms: paperLoad.upload_and_load_ms,
+    rss_before_kib: r0.rssKiB,
+    rss_paper_kib: r1.rssKiB - r0.rssKiB,
+    doc_bytes: bigUpdate.length,
+    copies,
+    rss_copies_kib: r2.rssKiB - r1.rssKiB,
+    rss_per_copy_kib: round((r2.rssKiB - r1.rssKiB) / copies, 1),
+    copy_load_ms: ms('load_ms'),
+    copy_upload_and_load_ms: ms('upload_and_load_ms'),
+    server_cpu_s: round(r2.cpuS - r0.cpuS, 3),
+    server_rss_kib: r2.rssKiB
   }
 }
 
@@ -485,7 +813,17 @@ async function coldloadMeasure () {
   return { warmup_ms: warmupMs, docs: out }
 }
 
-const scenarios = { fanout, throughput, idle, replay, coldload_build: coldloadBuild, coldload_measure: coldloadMeasure }
+const scenarios = {
+  fanout,
+  throughput,
+  idle,
+  replay,
+  coldload_build: coldloadBuild,
+  coldload_measure: coldloadMeasure,
+  cursors,
+  many_rooms: manyRooms,
+  large_docs: largeDocs
+}
 
 async function main () {
   const hard = setTimeout(() => {
