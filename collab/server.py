@@ -29,6 +29,7 @@ from wsproto.extensions import PerMessageDeflate
 from collab.app import CollabApp, build_app
 from collab.config import SERVERS, Settings
 from collab.errors import CollabError
+from collab.transport.types import WRITE_FRAME_EXTENSION
 
 if TYPE_CHECKING:
     import uvicorn
@@ -229,12 +230,41 @@ async def _serve_hypercorn(app: CollabApp, settings: Settings) -> None:
 # -- uvicorn -----------------------------------------------------------------------
 
 
+_last_frame: tuple[bytes, bytes] = (b"", b"")
+
+
+def binary_frame(payload: bytes) -> bytes:
+    """``payload`` as one final, unmasked binary websocket frame (RFC 6455 section 5.2),
+    as a server sends it. A fan-out writes the same payload to every peer in a row: the
+    last one framed is kept, so it is framed once."""
+    global _last_frame
+    last, framed = _last_frame
+    if payload is last:
+        return framed
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x82, n))
+    elif n < 65536:
+        head = bytes((0x82, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x82, 127)) + n.to_bytes(8, "big")
+    framed = head + payload
+    _last_frame = (payload, framed)
+    return framed
+
+
 def bounded_sansio_protocol(settings: Settings) -> type[asyncio.Protocol]:
     """uvicorn's websocket protocol (websockets' sans-I/O engine), with the bounds of
     :class:`BoundedFrameBuffer`: a message must arrive whole within ``frame_deadline``
     seconds of its first byte, and the bytes of incomplete messages of all connections
     together stay under ``max_partial_bytes``; past either, the connection closes with
     1009. websockets caps only the size of each message.
+
+    It also offers the endpoint a direct write (:data:`WRITE_FRAME_EXTENSION`): framing a
+    message and writing it to the socket, without the ASGI ``send`` coroutine and
+    websockets' frame objects, which were most of the cost of a relayed update. Only
+    final binary frames go that way, so websockets' own state (fragmentation, closing)
+    never misses anything; everything else still goes through ASGI.
 
     The bytes held are those the parser has not yet made a frame of, plus the fragments
     of a message not yet complete. A message that stalls midway is caught by a timer at
@@ -255,6 +285,27 @@ def bounded_sansio_protocol(settings: Settings) -> type[asyncio.Protocol]:
             self._held = 0
             self._started = 0.0
             self._deadline_timer: asyncio.TimerHandle | None = None
+
+        def handle_connect(self, event: Any) -> None:
+            super().handle_connect(event)
+            scope = getattr(self, "scope", None)
+            if scope is not None:  # an upgrade it accepted: offer the direct write
+                scope["extensions"][WRITE_FRAME_EXTENSION] = self.write_frame
+
+        def write_frame(self, payload: bytes) -> bool:
+            """Write one binary message straight to the socket, as its ``websocket.send``
+            would, if that would not wait: an open connection, not paused by flow
+            control. False: send it through ASGI instead."""
+            if (
+                self.close_sent
+                or self.disconnected
+                or not self.handshake_complete
+                or not self.writable.is_set()
+                or self.transport.is_closing()
+            ):
+                return False
+            self.transport.write(binary_frame(payload))
+            return True
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)

@@ -754,7 +754,79 @@ class NestingTracker:
         :raises TooDeepError: integrating it would nest a type deeper than ``max_depth``.
         :raises ClockGapError: it skips clocks of a client, with ``refuse_gaps``.
         """
-        return self._simulate(read_update(update).structs, self.max_depth)
+        data = update if type(update) is bytes else bytes(update)
+        if not self._pending:
+            try:
+                nesting = self._check_keystroke(data)
+            except IndexError:
+                nesting = None  # truncated: the general reader says how
+            if nesting is not None:
+                return nesting
+        return self._simulate(read_update(data).structs, self.max_depth)
+
+    def _check_keystroke(self, data: bytes) -> Nesting | None:
+        """The commonest update, read in one pass: one string item of one client, next in
+        its clocks, after (and before) ids the document holds, and any delete set. The
+        same result as the general path; None for anything else (that path decides)."""
+        if data[0] != 1 or data[1] != 1:  # one client, one struct
+            return None
+        pos = 2
+        client, pos = _uint(data, pos)
+        clock, pos = _uint(data, pos)
+        info = data[pos]
+        pos += 1
+        if info & 0x1F != _STRING or not info & 0xC0 or client > MAX_CLIENT:
+            return None  # not a string item placed by its neighbours
+        ends = self._ends
+        depths = self._depths
+        own = ends.get(client)
+        if clock != (own[-1] if own else 0):
+            return None  # a gap, or ids already integrated
+        depth = _NONE
+        if info & 0x80:
+            c, pos = _uint(data, pos)
+            k, pos = _uint(data, pos)
+            known = ends.get(c)
+            if not known or k >= known[-1]:
+                return None  # the origin is missing (or out of range)
+            depth = depths[c][bisect_right(known, k)]
+        if info & 0x40:
+            c, pos = _uint(data, pos)
+            k, pos = _uint(data, pos)
+            known = ends.get(c)
+            if not known or k >= known[-1]:
+                return None
+            depth = max(depth, depths[c][bisect_right(known, k)])
+        n, pos = _uint(data, pos)
+        end = pos + n
+        if n == 0 or end > len(data):
+            return None
+        try:
+            text = data[pos:end].decode()
+        except UnicodeDecodeError:
+            return None
+        length = len(text)
+        if length != n:
+            length = len(text.encode("utf-16-le")) >> 1
+        if clock + length > MAX_CLOCK:
+            return None
+        pos = end
+        # The delete set, checked as read_update checks it.
+        n_clients, pos = _uint(data, pos)
+        if n_clients > len(data) - pos:
+            return None
+        for _ in range(n_clients):
+            deleter, pos = _uint(data, pos)
+            n_ranges, pos = _uint(data, pos)
+            if deleter > MAX_CLIENT or n_ranges > len(data) - pos:
+                return None
+            for _ in range(n_ranges):
+                at, pos = _uint(data, pos)
+                span, pos = _uint(data, pos)
+                if span == 0 or at + span > MAX_CLOCK:
+                    return None
+        runs = {client: ([clock + length], [depth])}
+        return Nesting(0, 1, 0, self._version, runs, {}, {})
 
     def commit(self, nesting: Nesting) -> None:
         """Record a checked update that the document has applied.

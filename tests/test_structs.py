@@ -532,3 +532,75 @@ def test_struct_depending_on_a_later_client_of_the_same_update_is_counted() -> N
     assert (nesting.deepest, nesting.integrated, nesting.pending) == (2, 2, 0)
     with pytest.raises(TooDeepError):
         NestingTracker(max_depth=1).check(update)
+
+
+# -- the keystroke path ------------------------------------------------------------------------
+
+
+def checked_generally(tracker: NestingTracker, update: bytes) -> Any:
+    """What the general path makes of ``update``: its Nesting's fields, or the error."""
+    try:
+        n = tracker._simulate(read_update(update).structs, tracker.max_depth)
+    except InvalidUpdateError as e:
+        return type(e)
+    return (n.deepest, n.integrated, n.pending, n._runs, n._pending, n._waits)
+
+
+def fields(n: Any) -> Any:
+    return (n.deepest, n.integrated, n.pending, n._runs, n._pending, n._waits)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_the_keystroke_path_agrees_with_the_general_one(data: st.DataObject) -> None:
+    # Two clients typing and deleting at random places, some of each other's edits
+    # unseen; each update, and a mutation of it, is checked both ways. The keystroke
+    # path may decline (None) but must never accept what the general path would not.
+    docs = [Doc(client_id=11), Doc(client_id=2**32 + 5)]
+    texts = [d.get("t", type=Text) for d in docs]
+    log: list[bytes] = []
+    for d in docs:
+        d.observe(lambda e: log.append(e.update))
+    tracker = NestingTracker(refuse_gaps=True)
+    for _ in range(data.draw(st.integers(1, 25))):
+        who = data.draw(st.integers(0, 1))
+        text = texts[who]
+        if len(text) and data.draw(st.booleans()):
+            at = data.draw(st.integers(0, len(text) - 1))
+            del text[at : min(len(text), at + data.draw(st.integers(1, 3)))]
+        else:
+            at = data.draw(st.integers(0, len(text)))
+            text.insert(at, data.draw(st.sampled_from(["a", "xyz", "bc"])))
+        if data.draw(st.booleans()):  # the other one catches up
+            docs[1 - who].apply_update(docs[who].get_update(docs[1 - who].get_state()))
+        update = log[-1]
+        mutated = bytearray(update)
+        i = data.draw(st.integers(0, len(mutated) - 1))
+        mutated[i] = data.draw(st.integers(0, 255))
+        for candidate in (bytes(mutated), update):
+            try:
+                fast = tracker._check_keystroke(candidate)
+            except IndexError:
+                fast = None
+            if fast is not None:
+                assert fields(fast) == checked_generally(tracker, candidate)
+        if tracker._pending:
+            continue  # the keystroke path is only taken with nothing pending
+        nesting = tracker.check(update)
+        tracker.commit(nesting)
+
+
+def test_typing_a_trace_takes_the_keystroke_path() -> None:
+    doc: Doc[Any] = Doc()
+    updates = recorded(doc)
+    text = doc.get("t", type=Text)
+    for ch in "hello, world 😀 and more, é 日本":
+        text.insert(len(text), ch)
+    text.insert(3, "p")
+    del text[3:5]
+    tracker = NestingTracker(refuse_gaps=True)
+    taken = 0
+    for update in updates:
+        taken += tracker._check_keystroke(update) is not None
+        tracker.commit(tracker.check(update))
+    assert taken == len(updates) - 2  # the first insert has no origin; the deletion no item

@@ -13,7 +13,7 @@ from typing import Any
 from collab import metrics
 from collab.errors import CloseCode
 from collab.hooks import ANONYMOUS_WRITER, Identity
-from collab.transport.types import Send
+from collab.transport.types import Send, WriteFrame
 
 log = logging.getLogger("collab.peer")
 
@@ -26,6 +26,11 @@ class WebSocketPeer:
     write the frame to the socket and finish without suspending unless the socket is
     paused by flow control. A fan-out to 63 peers is then 63 socket writes in one go, not
     63 task wake-ups on later loop turns.
+
+    Where the server offers a direct write (``write_frame``, uvicorn under ``collab
+    serve``), a frame goes straight to the socket that way, without the ASGI ``send``
+    coroutine; the server says False when the write would wait, and the frame takes the
+    ASGI path instead.
 
     Only a write that stalls gets a task (the drainer): it finishes that write
     (:func:`_finish`), then sends what queued up behind it in the outbox, in order, and
@@ -47,6 +52,7 @@ class WebSocketPeer:
         "messages_out",
         "_reading",
         "_send",
+        "_write_frame",
         "close_code",
         "close_reason",
         "identity",
@@ -64,6 +70,7 @@ class WebSocketPeer:
         label: str,
         identity: Identity = ANONYMOUS_WRITER,
         address: str = "",
+        write_frame: WriteFrame | None = None,
     ) -> None:
         self.wants_ack = wants_ack
         self.address = address
@@ -72,6 +79,7 @@ class WebSocketPeer:
         self.close_code: CloseCode | None = None
         self.close_reason = ""
         self._send = send
+        self._write_frame = write_frame
         self._queue_size = queue_size
         self._queue_bytes = queue_bytes
         self._queued_bytes = 0  # in the outbox
@@ -109,6 +117,8 @@ class WebSocketPeer:
             outbox.append(frame)
             self._queued_bytes = queued
             return
+        if self._write_frame is not None and self._write_frame(frame):
+            return  # written
         awaitable = self._send({"type": "websocket.send", "bytes": frame})
         write = awaitable if isinstance(awaitable, Coroutine) else _awaiting(awaitable)
         try:

@@ -34,7 +34,7 @@ from collab.protocol import SyncStep1, decode
 from collab.rooms import TooManyDocumentsError
 from collab.transport.interface import Server
 from collab.transport.peer import WebSocketPeer
-from collab.transport.types import Receive, Scope, Send
+from collab.transport.types import WRITE_FRAME_EXTENSION, Receive, Scope, Send
 
 log = logging.getLogger("collab.transport")
 
@@ -187,6 +187,7 @@ async def _serve_connection(
         label=f"{label} on {name!r}",
         identity=identity,
         address=_client_address(scope),
+        write_frame=scope.get("extensions", {}).get(WRITE_FRAME_EXTENSION),
     )
     opened = time.monotonic()
     loop = asyncio.get_running_loop()
