@@ -770,9 +770,14 @@ class NestingTracker:
         same result as the general path; None for anything else (that path decides)."""
         if data[0] != 1 or data[1] != 1:  # one client, one struct
             return None
-        pos = 2
-        client, pos = _uint(data, pos)
-        clock, pos = _uint(data, pos)
+        client, pos = _uint(data, 2)
+        # Its origins are mostly its own earlier ids: compared as bytes, not decoded.
+        client_bytes = data[2:pos]
+        clock = data[pos]
+        if clock < 0x80:
+            pos += 1
+        else:
+            clock, pos = _uint(data, pos)
         info = data[pos]
         pos += 1
         if info & 0x1F != _STRING or not info & 0xC0 or client > MAX_CLIENT:
@@ -784,14 +789,22 @@ class NestingTracker:
             return None  # a gap, or ids already integrated
         depth = _NONE
         if info & 0x80:
-            c, pos = _uint(data, pos)
+            if data.startswith(client_bytes, pos):
+                c = client
+                pos += len(client_bytes)
+            else:
+                c, pos = _uint(data, pos)
             k, pos = _uint(data, pos)
             known = ends.get(c)
             if not known or k >= known[-1]:
                 return None  # the origin is missing (or out of range)
             depth = depths[c][bisect_right(known, k)]
         if info & 0x40:
-            c, pos = _uint(data, pos)
+            if data.startswith(client_bytes, pos):
+                c = client
+                pos += len(client_bytes)
+            else:
+                c, pos = _uint(data, pos)
             k, pos = _uint(data, pos)
             known = ends.get(c)
             if not known or k >= known[-1]:
