@@ -29,7 +29,6 @@ from wsproto.extensions import PerMessageDeflate
 from collab.app import CollabApp, build_app
 from collab.config import SERVERS, Settings
 from collab.errors import CollabError
-from collab.transport.types import WRITE_FRAME_EXTENSION
 
 if TYPE_CHECKING:
     import uvicorn
@@ -230,136 +229,17 @@ async def _serve_hypercorn(app: CollabApp, settings: Settings) -> None:
 # -- uvicorn -----------------------------------------------------------------------
 
 
-_last_frame: tuple[bytes, bytes] = (b"", b"")
-
-
-def binary_frame(payload: bytes) -> bytes:
-    """``payload`` as one final, unmasked binary websocket frame (RFC 6455 section 5.2),
-    as a server sends it. A fan-out writes the same payload to every peer in a row: the
-    last one framed is kept, so it is framed once."""
-    global _last_frame
-    last, framed = _last_frame
-    if payload is last:
-        return framed
-    n = len(payload)
-    if n < 126:
-        head = bytes((0x82, n))
-    elif n < 65536:
-        head = bytes((0x82, 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0x82, 127)) + n.to_bytes(8, "big")
-    framed = head + payload
-    _last_frame = (payload, framed)
-    return framed
-
-
-def bounded_sansio_protocol(settings: Settings) -> type[asyncio.Protocol]:
-    """uvicorn's websocket protocol (websockets' sans-I/O engine), with the bounds of
-    :class:`BoundedFrameBuffer`: a message must arrive whole within ``frame_deadline``
-    seconds of its first byte, and the bytes of incomplete messages of all connections
-    together stay under ``max_partial_bytes``; past either, the connection closes with
-    1009. websockets caps only the size of each message.
-
-    It also offers the endpoint a direct write (:data:`WRITE_FRAME_EXTENSION`): framing a
-    message and writing it to the socket, without the ASGI ``send`` coroutine and
-    websockets' frame objects, which were most of the cost of a relayed update. Only
-    final binary frames go that way, so websockets' own state (fragmentation, closing)
-    never misses anything; everything else still goes through ASGI.
-
-    The bytes held are those the parser has not yet made a frame of, plus the fragments
-    of a message not yet complete. A message that stalls midway is caught by a timer at
-    its deadline; its sender cannot keep it alive by answering pings, as a pong cannot
-    come in the middle of a frame.
-    """
-    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-
-    deadline = settings.frame_deadline
-    total_cap = settings.max_partial_bytes
-
-    class BoundedSansIOProtocol(WebSocketsSansIOProtocol):
-        #: Bytes held by incomplete messages of every connection.
-        partial_total = 0
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._held = 0
-            self._started = 0.0
-            self._deadline_timer: asyncio.TimerHandle | None = None
-
-        def handle_connect(self, event: Any) -> None:
-            super().handle_connect(event)
-            scope = getattr(self, "scope", None)
-            if scope is not None:  # an upgrade it accepted: offer the direct write
-                scope["extensions"][WRITE_FRAME_EXTENSION] = self.write_frame
-
-        def write_frame(self, payload: bytes) -> bool:
-            """Write one binary message straight to the socket, as its ``websocket.send``
-            would, if that would not wait: an open connection, not paused by flow
-            control. False: send it through ASGI instead."""
-            if (
-                self.close_sent
-                or self.disconnected
-                or not self.handshake_complete
-                or not self.writable.is_set()
-                or self.transport.is_closing()
-            ):
-                return False
-            self.transport.write(binary_frame(payload))
-            return True
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if not self.close_sent:
-                self._account()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._release()
-            super().connection_lost(exc)
-
-        def _account(self) -> None:
-            held = len(self.conn.reader.buffer) + sum(len(f) for f in self.frames)
-            cls = BoundedSansIOProtocol
-            cls.partial_total += held - self._held
-            if held and not self._held:
-                self._started = self.loop.time()
-                self._deadline_timer = self.loop.call_later(deadline, self._refuse)
-            elif not held and self._deadline_timer is not None:
-                self._deadline_timer.cancel()
-                self._deadline_timer = None
-            self._held = held
-            if held and (
-                cls.partial_total > total_cap or self.loop.time() - self._started > deadline
-            ):
-                self._refuse()
-
-        def _refuse(self) -> None:
-            self._release()
-            if self.close_sent or self.transport.is_closing():
-                return
-            self.conn.fail(1009, "message too big or too slow")
-            self.transport.write(b"".join(self.conn.data_to_send()))
-            self.close_sent = True
-            self.transport.close()
-
-        def _release(self) -> None:
-            BoundedSansIOProtocol.partial_total -= self._held
-            self._held = 0
-            if self._deadline_timer is not None:
-                self._deadline_timer.cancel()
-                self._deadline_timer = None
-
-    return BoundedSansIOProtocol
-
-
 def uvicorn_config(app: CollabApp, settings: Settings) -> uvicorn.Config:
     """uvicorn's settings for ``app``, equivalent to the hypercorn ones above."""
     import uvicorn
+
+    from collab.uvicorn_protocol import bounded_sansio_protocol
 
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        ws=bounded_sansio_protocol(settings),
+        ws=bounded_sansio_protocol(settings.frame_deadline, settings.max_partial_bytes),
         ws_max_size=settings.max_message_size,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_interval,  # uvicorn does check the pongs

@@ -13,6 +13,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: The ASGI scope extension under which ``collab serve``'s uvicorn protocol offers the
 #: websocket endpoint ``write_frame(payload) -> bool``: the payload framed and written to
-#: the socket at once, or False when it must go through ``send`` (collab.server).
+#: the socket at once, or False when it must go through ``send`` (collab.uvicorn_protocol).
 WRITE_FRAME_EXTENSION = "collab.write_frame"
 WriteFrame = Callable[[bytes], bool]

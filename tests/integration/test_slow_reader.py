@@ -1,6 +1,6 @@
 """A client that stops reading: its frames pile up in its outbox, not in the server's
 memory without bound, and it is closed with 4500 while the others carry on. Under uvicorn
-frames go to the socket by the direct write (collab.server.binary_frame) until flow
+frames go to the socket by the direct write (collab.uvicorn_protocol) until flow
 control pauses it; this is the test that the pause is honoured."""
 
 from __future__ import annotations
