@@ -108,7 +108,7 @@ def _read_config_file(ctx: click.Context, param: click.Parameter, value: str | N
 @cli.command()
 @settings_options
 def serve(**options: Any) -> None:
-    """Run the sync server under hypercorn (or uvicorn) until Ctrl-C or SIGTERM.
+    """Run the sync server under uvicorn (or hypercorn) until Ctrl-C or SIGTERM.
 
     On shutdown every connection is closed with 1001 (clients reconnect) and every
     pending update is committed before the process exits.

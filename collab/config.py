@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 #: The ASGI servers ``collab serve --server`` runs the app under; the first is the default.
-SERVERS = ("hypercorn", "uvicorn")
+SERVERS = ("uvicorn", "hypercorn")
 
 
 def setting(
@@ -158,8 +158,8 @@ class Settings:
         type=click.Choice(["NORMAL", "FULL"], case_sensitive=False),
     )
     server: str = setting(
-        "hypercorn",
-        "ASGI server to run under; uvicorn needs pip install 'collab[uvicorn]'.",
+        "uvicorn",
+        "ASGI server to run under: uvicorn (websockets, uvloop, httptools) or hypercorn.",
         type=click.Choice(SERVERS),
     )
     log_level: str = setting(

@@ -1,4 +1,4 @@
-"""Run the app under hypercorn (the default) or uvicorn, with collab's settings and signals.
+"""Run the app under uvicorn (the default) or hypercorn, with collab's settings and signals.
 
 Both servers get the same settings: no permessage-deflate, the same frame size limit and
 ping interval, and the same shutdown: every peer is sent 1001 first, then the server stops,

@@ -130,7 +130,7 @@ class ServerProcess:
 
 
 def running_server(
-    tmp_path: Path, asgi_server: str = "hypercorn", *extra_args: str
+    tmp_path: Path, asgi_server: str = "uvicorn", *extra_args: str
 ) -> Iterator[ServerProcess]:
     """Start a collab server with a fresh database; its log is printed if the test fails."""
     process = ServerProcess(
@@ -150,7 +150,7 @@ def running_server(
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """A running collab server (under hypercorn, the default) with a fresh database."""
+    """A running collab server (under uvicorn, the default) with a fresh database."""
     yield from running_server(tmp_path)
 
 
