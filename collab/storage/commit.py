@@ -368,3 +368,33 @@ def _stored_by_room(
             assert stored.epoch == epoch, "one transaction sees one epoch per document"
             stored.entries.append(entry)
     return list(by_room.values())
+
+
+class CommittedLog:
+    """The half of :class:`~collab.storage.base.UpdateLog` every store shares: appends,
+    the durable ticket and the reports all go through the store's :class:`GroupCommit`
+    (``self._commits``); a store adds loading and its own commit function."""
+
+    _commits: GroupCommit
+
+    @property
+    def durable_ticket(self) -> int:
+        return self._commits.durable_ticket
+
+    def on_commit(self, callback: Callable[[int, float], None]) -> None:
+        self._commits.on_commit(callback)
+
+    def on_stale(self, callback: Callable[[str, int], None]) -> None:
+        self._commits.on_stale(callback)
+
+    def on_failed(self, callback: Callable[[str], None]) -> None:
+        self._commits.on_failed(callback)
+
+    def on_stored(self, callback: Callable[[StoredUpdates], None]) -> None:
+        self._commits.on_stored(callback)
+
+    def append_nowait(self, room: str, update: bytes, *, epoch: int | None = None) -> int:
+        return self._commits.append_nowait(room, update, epoch=epoch)
+
+    async def flush(self) -> None:
+        await self._commits.flush()

@@ -119,22 +119,10 @@ def query_int(request: Request, key: str, default: int, low: int, high: int) -> 
     return value
 
 
-def unknown_parameters(request: Request, known: tuple[str, ...]) -> Response | None:
-    """400 naming the first query parameter the route does not take (``token`` is
-    everyone's): a typo such as ``?roots=`` must not be silently ignored."""
-    for key in request.query_params:
-        if key not in known and key != "token":
-            expected = ", ".join(known) if known else "none"
-            return responses.error(
-                400, f"unknown query parameter {printable(key)!r} (this route takes: {expected})"
-            )
-    return None
-
-
 async def list_docs(server: Server, request: Request) -> Response:
     """``GET /api/docs``: a page of documents with their sizes, in ``order``; ``next`` is
     the ``after`` of the following page (None on the last)."""
-    refusal = unknown_parameters(request, ("limit", "after", "order"))
+    refusal = responses.unknown_parameters(request, ("limit", "after", "order"))
     if refusal is not None:
         return refusal
     try:
@@ -253,6 +241,21 @@ def _document_target(
     return name, route.decode("latin-1"), identity
 
 
+def _write_target(server: Server, request: Request, route: str) -> tuple[str, Identity] | Response:
+    """:func:`_document_target` for a route that changes the document and takes no query
+    parameters: the name and identity, or 400, 401, 403 (read access only) or 404."""
+    target = _document_target(server, request, (route,))
+    if isinstance(target, Response):
+        return target
+    name, _, identity = target
+    refusal = responses.unknown_parameters(request, ())
+    if refusal is not None:
+        return refusal
+    if identity.access < Access.WRITE:
+        return responses.error(403, "the token gives read access only")
+    return name, identity
+
+
 async def document(server: Server, request: Request) -> Response:
     """``GET /api/docs/{name}`` and ``GET /api/docs/{name}/state-vector``.
 
@@ -267,7 +270,7 @@ async def document(server: Server, request: Request) -> Response:
     if isinstance(target, Response):
         return target
     name, what, _ = target
-    refusal = unknown_parameters(request, ("root", "at") if what == "" else ("at",))
+    refusal = responses.unknown_parameters(request, ("root", "at") if what == "" else ("at",))
     if refusal is not None:
         return refusal
     at_text = request.query_params.get("at")
@@ -331,15 +334,10 @@ async def post_update(server: Server, request: Request) -> Response:
     """``POST /api/docs/{name}/updates``: a binary Yjs update, validated and applied as a
     websocket's is, relayed at once, and answered once it is on disk (200 with the new
     state vector); an invalid one gets 400 with the reason and changes nothing."""
-    target = _document_target(server, request, ("updates",))
+    target = _write_target(server, request, "updates")
     if isinstance(target, Response):
         return target
-    name, _, identity = target
-    refusal = unknown_parameters(request, ())
-    if refusal is not None:
-        return refusal
-    if identity.access < Access.WRITE:
-        return responses.error(403, "the token gives read access only")
+    name, identity = target
     body = await responses.bounded_body(request, server.settings.max_message_size, "an update")
     if isinstance(body, Response):
         return body
@@ -373,15 +371,10 @@ async def delete_document(server: Server, request: Request) -> Response:
     """``DELETE /api/docs/{name}``: what ``collab docs delete`` does. Its connections are
     closed with 4409 at once; clients that still hold its history are refused with 4409
     when they come back, so the deleted text never returns."""
-    target = _document_target(server, request, ("",))
+    target = _write_target(server, request, "")
     if isinstance(target, Response):
         return target
-    name, _, identity = target
-    refusal = unknown_parameters(request, ())
-    if refusal is not None:
-        return refusal
-    if identity.access < Access.WRITE:
-        return responses.error(403, "the token gives read access only")
+    name, identity = target
     try:
         epoch = await admin.delete(server.store, name)
     except DocumentNotFoundError as e:
@@ -399,7 +392,7 @@ async def history(server: Server, request: Request) -> Response:
     if isinstance(target, Response):
         return target
     name, _, _ = target
-    refusal = unknown_parameters(request, ("gap",))
+    refusal = responses.unknown_parameters(request, ("gap",))
     if refusal is not None:
         return refusal
     try:

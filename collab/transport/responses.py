@@ -14,6 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from collab.names import printable
 from collab.transport.types import Message, Receive, Scope, Send
 
 NO_STORE = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
@@ -34,6 +35,21 @@ def json_body(status: int, data: Any, headers: Mapping[str, str] | None = None) 
 def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
     """A JSON error, ``{"error": message}``: what every ``/api/`` route answers on failure."""
     return json_body(status, {"error": message}, headers)
+
+
+def unknown_parameters(request: Request, known: tuple[str, ...]) -> Response | None:
+    """400 for a query parameter the route does not take (``token`` is everyone's), or
+    one given twice: a typo such as ``?roots=`` must not be silently ignored, nor one of
+    two values."""
+    for key in request.query_params:
+        if key not in known and key != "token":
+            expected = ", ".join(known) if known else "none"
+            return error(
+                400, f"unknown query parameter {printable(key)!r} (this route takes: {expected})"
+            )
+        if len(request.query_params.getlist(key)) > 1:
+            return error(400, f"query parameter {printable(key)!r} is given more than once")
+    return None
 
 
 def method_not_allowed(method: str, path: str, allowed: tuple[str, ...]) -> Response:

@@ -55,10 +55,10 @@ from collab.storage.base import (
     LogTail,
     StoredBlob,
     StoredDoc,
-    StoredUpdates,
 )
 from collab.storage.commit import (
     AppendResult,
+    CommittedLog,
     CompactionScheduler,
     GroupCommit,
     QueuedUpdate,
@@ -118,7 +118,7 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-class PostgresStore(AsyncContextManagerMixin):
+class PostgresStore(CommittedLog, AsyncContextManagerMixin):
     """The PostgreSQL store: :class:`~collab.storage.base.Store`, safe for several nodes.
 
     Use as ``async with PostgresStore(url) as store:``; leaving the block commits
@@ -239,29 +239,7 @@ class PostgresStore(AsyncContextManagerMixin):
                 await pool.close()
                 await to_thread.run_sync(self._close_commit_connection)
 
-    # -- UpdateLog -------------------------------------------------------------
-
-    @property
-    def durable_ticket(self) -> int:
-        return self._commits.durable_ticket
-
-    def on_commit(self, callback: Callable[[int, float], None]) -> None:
-        self._commits.on_commit(callback)
-
-    def on_stale(self, callback: Callable[[str, int], None]) -> None:
-        self._commits.on_stale(callback)
-
-    def on_failed(self, callback: Callable[[str], None]) -> None:
-        self._commits.on_failed(callback)
-
-    def on_stored(self, callback: Callable[[StoredUpdates], None]) -> None:
-        self._commits.on_stored(callback)
-
-    def append_nowait(self, room: str, update: bytes, *, epoch: int | None = None) -> int:
-        return self._commits.append_nowait(room, update, epoch=epoch)
-
-    async def flush(self) -> None:
-        await self._commits.flush()
+    # -- UpdateLog (appending and its reports: CommittedLog) -------------------
 
     async def load(self, room: str) -> StoredDoc:
         await self._commits.wait_for_room(room)

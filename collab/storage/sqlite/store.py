@@ -54,10 +54,10 @@ from collab.storage.base import (
     LogTail,
     StoredBlob,
     StoredDoc,
-    StoredUpdates,
 )
 from collab.storage.commit import (
     AppendResult,
+    CommittedLog,
     CompactionScheduler,
     GroupCommit,
     QueuedUpdate,
@@ -96,7 +96,7 @@ def _database_errors(context: str | None) -> Iterator[None]:
         raise DatabaseDamagedError(message, reason) from e
 
 
-class SQLiteLog(AsyncContextManagerMixin):
+class SQLiteLog(CommittedLog, AsyncContextManagerMixin):
     """The SQLite store: :class:`~collab.storage.base.Store`, with background compaction.
 
     Use as ``async with SQLiteLog(path) as log:``; leaving the block commits everything
@@ -197,29 +197,7 @@ class SQLiteLog(AsyncContextManagerMixin):
             with anyio.CancelScope(shield=True):
                 await self._locked(db.close)
 
-    # -- UpdateLog -------------------------------------------------------------
-
-    @property
-    def durable_ticket(self) -> int:
-        return self._commits.durable_ticket
-
-    def on_commit(self, callback: Callable[[int, float], None]) -> None:
-        self._commits.on_commit(callback)
-
-    def on_stale(self, callback: Callable[[str, int], None]) -> None:
-        self._commits.on_stale(callback)
-
-    def on_failed(self, callback: Callable[[str], None]) -> None:
-        self._commits.on_failed(callback)
-
-    def on_stored(self, callback: Callable[[StoredUpdates], None]) -> None:
-        self._commits.on_stored(callback)
-
-    def append_nowait(self, room: str, update: bytes, *, epoch: int | None = None) -> int:
-        return self._commits.append_nowait(room, update, epoch=epoch)
-
-    async def flush(self) -> None:
-        await self._commits.flush()
+    # -- UpdateLog (appending and its reports: CommittedLog) -------------------
 
     async def load(self, room: str) -> StoredDoc:
         await self._commits.wait_for_room(room)
