@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 0.45 * max(len(tput), len(p99), 4) + 1.8))
-    bars(axes[0], tput, "Deliveries per server CPU-s (scenario 2, higher is better)", "{:,.0f}")
-    bars(axes[1], p99, f"Fan-out p99, {big} clients, ms (scenario 1, lower is better)", "{:.2f}")
+    bars(axes[0], tput, "Deliveries per server CPU-s, scenario 2 (higher is better)", "{:,.0f}")
+    bars(axes[1], p99, f"Fan-out p99, {big} clients, ms (lower is better)", "{:.2f}")
     m = meta["machine"]
     caption = (
-        f"medians of {meta['runs']} runs, {meta['date'][:10]}; {m['cores']} cores, {m['cpu']}; "
-        f"{meta['command']}"
+        f"medians of {meta['runs']} runs, {meta['date'][:10]}; {m['cores']} cores, {m['cpu']}\n"
+        + textwrap.fill(meta["command"], 160)
     )
     fig.suptitle(f"collab vs peers, {caption}", fontsize=9)
     fig.tight_layout()
@@ -117,8 +118,8 @@ def scale(
     for ax, (key, title) in zip(axes, panels, strict=True):
         peers = 0
         for name, s in summary.items():
-            if name.startswith("echo-"):
-                continue
+            if name.startswith("echo-") or "baseline" in name or "secure" in name:
+                continue  # the stacks and the peers; before/after and costs are in tables
             points = [(n, s.get(key.format(n=n))) for n in sweep]
             points = [(n, v) for n, v in points if isinstance(v, int | float)]
             if len(points) < 2:
@@ -150,6 +151,7 @@ def scale(
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Room-size sweep, {caption}", fontsize=9)
+    fig.subplots_adjust(top=0.8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

@@ -814,7 +814,7 @@ def versions() -> dict[str, Any]:
                 "-c",
                 "import importlib.metadata as m, json; print(json.dumps({p: m.version(p) for p in"
                 " ['pycrdt-websocket', 'pycrdt', 'pycrdt-store', 'hypercorn', 'uvicorn',"
-                " 'uvloop']}))",
+                " 'uvloop', 'granian']}))",
             ]
         )
     return {

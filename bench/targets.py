@@ -113,6 +113,9 @@ LIFTED_LIMITS = [
     "1000000000",
     "--burst-bytes",
     "1000000000",
+    # every client of the driver comes from 127.0.0.1 (many_rooms opens 2,000)
+    "--max-connections-per-address",
+    "100000",
 ]
 
 
@@ -164,7 +167,9 @@ def _node(script: str, *args: str) -> Callable[[int, Path], list[str]]:
 BASELINE = Path(os.environ.get("BENCH_BASELINE", "/nonexistent-baseline"))
 
 YWS_SERVER = "node_modules/@y/websocket-server/src/server.js"
-ECHO_ONLY = frozenset({"throughput"})
+#: The bare relay takes part in every scenario that needs no server state (round two's
+#: comparison of ASGI stacks); round one ran it in throughput only.
+ECHO_ONLY = frozenset({"throughput", "fanout", "idle", "cursors", "many_rooms"})
 ROUND_ONE = frozenset({"fanout", "throughput", "idle", "replay", "coldload"})
 ROUND_TWO = frozenset({"cursors", "many_rooms", "large_docs"})
 ALL = ROUND_ONE | ROUND_TWO
@@ -221,7 +226,7 @@ TARGETS: dict[str, Target] = {
             env=lambda port, data: {"PYTHONPATH": str(BASELINE)},
             ready_path="/readyz",
             stats_path="/api/stats",
-            scenarios=ROUND_ONE,
+            scenarios=ROUND_ONE | {"cursors"},  # cursors: awareness before coalescing
             needs=(BASELINE / "collab" / "__init__.py",),
             notes="the checkout named by $BENCH_BASELINE, for before/after comparisons",
         ),
@@ -235,7 +240,7 @@ TARGETS: dict[str, Target] = {
             env=lambda port, data: {"PYTHONPATH": str(BASELINE)},
             ready_path="/readyz",
             stats_path="/api/stats",
-            scenarios=ROUND_ONE,
+            scenarios=ROUND_ONE | {"cursors"},  # cursors: awareness before coalescing
             needs=(BASELINE / "collab" / "__init__.py",),
             notes="the checkout named by $BENCH_BASELINE under uvicorn",
         ),
@@ -364,6 +369,31 @@ TARGETS: dict[str, Target] = {
             scenarios=ECHO_ONLY,
             needs=(PEERS_PYTHON,),
             notes="uvicorn[standard]: uvloop, httptools, websockets",
+        ),
+        Target(
+            name="echo-granian",
+            label="limit: echo app, granian",
+            protocol="echo",
+            persistent=False,
+            command=lambda port, data: [
+                str(PEERS_PYTHON),
+                "-m",
+                "granian",
+                "--interface",
+                "asgi",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--log-level",
+                "warning",
+                "echo_app:app",
+            ],
+            scenarios=ECHO_ONLY,
+            needs=(PEERS_PYTHON,),
+            notes="granian (a Rust ASGI server), one worker",
         ),
     ]
 }
