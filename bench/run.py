@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,34 @@ QUICK: dict[str, Any] = {
     "many_duration_ms": 1000,
     "large_doc_bytes": 64 * 1024,
     "large_copies": 3,
+}
+
+
+#: Round two's scenarios: the driver's settings from the sizes, and the driver's time limit.
+ROUND_TWO: dict[str, Callable[[dict[str, Any]], tuple[dict[str, Any], float]]] = {
+    "cursors": lambda s: (
+        {
+            "clients": s["cursor_clients"],
+            "typists": s["cursor_typists"],
+            "move_hz": s["cursor_move_hz"],
+            "type_hz": s["cursor_type_hz"],
+            "duration_ms": s["cursor_duration_ms"],
+        },
+        s["cursor_duration_ms"] / 1000 + 120,
+    ),
+    "many_rooms": lambda s: (
+        {
+            "rooms": s["many_rooms"],
+            "clients_per_room": s["many_clients_per_room"],
+            "type_hz": s["many_type_hz"],
+            "duration_ms": s["many_duration_ms"],
+        },
+        s["many_duration_ms"] / 1000 + 180,
+    ),
+    "large_docs": lambda s: (
+        {"doc_bytes": s["large_doc_bytes"], "copies": s["large_copies"]},
+        600,
+    ),
 }
 
 
@@ -241,44 +270,12 @@ class Bench:
                     },
                     timeout_s=180,
                 )
-            elif scenario == "cursors":
+            elif scenario in ROUND_TWO:
+                cfg, timeout_s = ROUND_TWO[scenario](s)
                 r = self.drive(
                     server,
-                    {
-                        **common,
-                        "scenario": "cursors",
-                        "clients": s["cursor_clients"],
-                        "typists": s["cursor_typists"],
-                        "move_hz": s["cursor_move_hz"],
-                        "type_hz": s["cursor_type_hz"],
-                        "duration_ms": s["cursor_duration_ms"],
-                    },
-                    timeout_s=s["cursor_duration_ms"] / 1000 + 120,
-                )
-            elif scenario == "many_rooms":
-                r = self.drive(
-                    server,
-                    {
-                        **common,
-                        "scenario": "many_rooms",
-                        "rooms": s["many_rooms"],
-                        "clients_per_room": s["many_clients_per_room"],
-                        "type_hz": s["many_type_hz"],
-                        "duration_ms": s["many_duration_ms"],
-                    },
-                    timeout_s=s["many_duration_ms"] / 1000 + 180,
-                )
-            elif scenario == "large_docs":
-                r = self.drive(
-                    server,
-                    {
-                        **common,
-                        "scenario": "large_docs",
-                        "trace": self.trace,
-                        "doc_bytes": s["large_doc_bytes"],
-                        "copies": s["large_copies"],
-                    },
-                    timeout_s=600,
+                    {**common, "scenario": scenario, "trace": self.trace, **cfg},
+                    timeout_s=timeout_s,
                 )
             elif scenario == "replay":
                 ops = s["replay_ops"] or self.trace_ops

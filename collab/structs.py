@@ -788,7 +788,9 @@ class NestingTracker:
         if clock != (own[-1] if own else 0):
             return None  # a gap, or ids already integrated
         depth = _NONE
-        if info & 0x80:
+        for has_neighbour in (info & 0x80, info & 0x40):  # its origin, its right origin
+            if not has_neighbour:
+                continue
             if data.startswith(client_bytes, pos):
                 c = client
                 pos += len(client_bytes)
@@ -797,18 +799,7 @@ class NestingTracker:
             k, pos = _uint(data, pos)
             known = ends.get(c)
             if not known or k >= known[-1]:
-                return None  # the origin is missing (or out of range)
-            depth = depths[c][bisect_right(known, k)]
-        if info & 0x40:
-            if data.startswith(client_bytes, pos):
-                c = client
-                pos += len(client_bytes)
-            else:
-                c, pos = _uint(data, pos)
-            k, pos = _uint(data, pos)
-            known = ends.get(c)
-            if not known or k >= known[-1]:
-                return None
+                return None  # the neighbour is missing (or out of range)
             depth = max(depth, depths[c][bisect_right(known, k)])
         n, pos = _uint(data, pos)
         end = pos + n

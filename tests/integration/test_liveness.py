@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import os
-import socket
 import struct
 import time
 from collections.abc import Iterator
@@ -15,6 +12,7 @@ from websockets.sync.client import connect
 
 from collab.protocol import SyncStep1, SyncStep2, decode, encode
 from tests.conftest import ServerProcess, running_server
+from tests.rawws import upgrade
 
 PING_INTERVAL = 1  # seconds; the server drops a peer silent for about two of them
 OPCODE_CLOSE, OPCODE_PING = 0x8, 0x9
@@ -29,20 +27,7 @@ class RawWebSocket:
     """A websocket client written by hand, so that it can leave pings unanswered."""
 
     def __init__(self, port: int, path: str) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        self.buffer = b""
-        while b"\r\n\r\n" not in self.buffer:
-            self.buffer += self._recv()
-        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101"), head
+        self.sock, self.buffer = upgrade(port, path, timeout=5)
 
     def _recv(self) -> bytes:
         data = self.sock.recv(65536)

@@ -5,9 +5,7 @@ control pauses it; this is the test that the pause is honoured."""
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import socket
 import threading
 import time
@@ -20,6 +18,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from collab.protocol import SyncUpdate, decode, encode
 from tests.conftest import ServerProcess, running_server
+from tests.rawws import upgrade
 
 QUEUE_BYTES = 1024 * 1024
 
@@ -32,23 +31,8 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerPro
 
 
 def silent_client(port: int, path: str) -> socket.socket:
-    """Handshake, then never read again (a small receive buffer, so it fills soon)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(1)
-    assert response.startswith(b"HTTP/1.1 101"), response
-    return sock
+    """Upgrade, then never read again (a small receive buffer, so it fills soon)."""
+    return upgrade(port, path, receive_buffer=4096)[0]
 
 
 def closes_of(server: ServerProcess) -> list[dict[str, object]]:

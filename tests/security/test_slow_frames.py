@@ -7,7 +7,6 @@ Before: 150 connections each holding a partial 15 MiB frame, kept alive by one b
 
 from __future__ import annotations
 
-import base64
 import os
 import socket
 import struct
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ServerProcess, running_server
+from tests.rawws import upgrade
 
 
 @pytest.fixture(params=["hypercorn", "uvicorn"])
@@ -38,20 +38,7 @@ def capped(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServerPro
 
 
 def handshake(server: ServerProcess, name: str = "slow") -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /{name} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(4096)
-    assert response.startswith(b"HTTP/1.1 101"), response
-    return sock
+    return upgrade(server.port, f"/{name}")[0]
 
 
 def frame_header(length: int) -> bytes:
