@@ -107,18 +107,23 @@ function checkSameText (clients, label) {
   }
 }
 
+/** `n` clients in `room`, connected (16 handshakes at a time) and settled for a moment. */
+async function openRoom (room, n, settleMs) {
+  const clients = Array.from({ length: n }, () => newClient(room))
+  clients.forEach(deferReceive)
+  const t0 = now()
+  await connectAll(clients, { concurrency: 16, timeoutMs: cfg.connect_timeout_ms ?? 30000 })
+  const connectS = (now() - t0) / 1000
+  await sleep(cfg.settle_ms ?? settleMs)
+  return { clients, connectS }
+}
+
 // Scenario 1: one room, one writer inserting a timestamped string every interval_ms.
 async function fanout () {
   const n = cfg.clients
   const intervalMs = cfg.interval_ms ?? 10
   const durationMs = cfg.duration_ms ?? 10000
-  const room = `${cfg.room_prefix ?? ''}fanout-${n}`
-  const clients = Array.from({ length: n }, () => newClient(room))
-  clients.forEach(deferReceive)
-  const tc0 = now()
-  await connectAll(clients, { concurrency: 16, timeoutMs: cfg.connect_timeout_ms ?? 30000 })
-  const connectS = (now() - tc0) / 1000
-  await sleep(cfg.settle_ms ?? 300)
+  const { clients, connectS } = await openRoom(`${cfg.room_prefix ?? ''}fanout-${n}`, n, 300)
 
   const writer = clients[0]
   const wid = writer.doc.clientID
@@ -292,13 +297,7 @@ async function cursors () {
   const moveHz = cfg.move_hz ?? 10
   const typeHz = cfg.type_hz ?? 10
   const durationMs = cfg.duration_ms ?? 10000
-  const room = `${cfg.room_prefix ?? ''}cursors-${n}`
-  const clients = Array.from({ length: n }, () => newClient(room))
-  clients.forEach(deferReceive)
-  const tc0 = now()
-  await connectAll(clients, { concurrency: 16, timeoutMs: cfg.connect_timeout_ms ?? 30000 })
-  const connectS = (now() - tc0) / 1000
-  await sleep(cfg.settle_ms ?? 500)
+  const { clients, connectS } = await openRoom(`${cfg.room_prefix ?? ''}cursors-${n}`, n, 500)
 
   const byId = new Map(clients.map((c) => [c.doc.clientID, c]))
   const moves = new Map(clients.map((c) => [c.doc.clientID, []])) // sender -> send times
