@@ -739,19 +739,17 @@ class Room:
                 f" {self.max_awareness_bytes}"
             )
         original = payload[:used]
+        as_relayed = [
+            (client, entry if a < 0 else original[a:b]) for client, a, b, _, entry in kept
+        ]
         if len(kept) < len(entries) or rewritten:
             if not kept:
                 return
-            payload = write_var_uint(len(kept)) + b"".join(
-                entry if a < 0 else payload[a:b] for _, a, b, _, entry in kept
-            )
-            used = len(payload)
+            payload = _awareness_payload(as_relayed)
         own_entries = {client: original[start:end] for client, _, start, _, end, _ in entries}
         self._awareness_echo = (peer, {client: own_entries[client] for client, *_ in kept})
         self._awareness_entry_sizes = {client: size for client, _, _, size, _ in kept}
-        self._awareness_in = [
-            (client, entry if a < 0 else original[a:b]) for client, a, b, _, entry in kept
-        ]
+        self._awareness_in = as_relayed
         try:
             self.awareness.apply_awareness_update(payload, origin=peer)
         except (IndexError, RuntimeError, ValueError, TypeError) as e:
